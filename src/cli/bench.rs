@@ -1,0 +1,156 @@
+//! `tipedge bench`: measurements, printed as JSON for comparison scripts.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use tipedge::dataset::expand_inputs;
+use tipedge::encoder::{ImageEncoder, ModelPaths};
+use tipedge::preprocess::{load_rgb, Preprocessor};
+
+use super::common::RuntimeArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time an image encoder: load time, median latency per run, peak memory; optionally
+    /// decode + preprocess time per image on real files (compare with the encode time).
+    Encoder(EncoderArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EncoderArgs {
+    /// Model folder or image.onnx.
+    #[arg(long)]
+    model: PathBuf,
+    /// Timed runs after warm-up.
+    #[arg(long, default_value_t = 30)]
+    runs: usize,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Images or folders: also time decode + preprocess of each file with the model's recipe.
+    #[arg(long)]
+    images: Vec<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
+    match cmd {
+        BenchCommand::Encoder(args) => encoder(args),
+    }
+}
+
+fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
+    let paths = ModelPaths::resolve(&args.model)?;
+    let opts = args.runtime.run_options();
+    let t0 = Instant::now();
+    let enc = ImageEncoder::load(&paths.image, &opts)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let n = enc.batch();
+    // A fixed pseudo-random input: the timing of dense graphs does not depend on the values.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let input: Vec<f32> = (0..n * enc.recipe().tensor_len())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect();
+    for _ in 0..args.warmup {
+        enc.encode(&input, n)?;
+    }
+    let mut times = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs.max(1) {
+        let t = Instant::now();
+        enc.encode(&input, n)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let encode = Summary::of(&mut times);
+
+    let files = expand_inputs(&args.images)?;
+    let mut decode = Vec::new();
+    let mut prep = Vec::new();
+    let mut pre = Preprocessor::new(enc.recipe().clone());
+    let mut out = vec![0f32; enc.recipe().tensor_len()];
+    for f in &files {
+        let t = Instant::now();
+        let img = load_rgb(f, &args.runtime.limits())?;
+        decode.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        pre.run(&img, &mut out);
+        prep.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let decode = (!decode.is_empty()).then(|| Summary::of(&mut decode));
+    let prep = (!prep.is_empty()).then(|| Summary::of(&mut prep));
+    let rss = peak_rss_mib();
+
+    if args.json {
+        let mut obj = serde_json::json!({
+            "runtime": "tract", "model": paths.image, "threads": args.runtime.threads,
+            "precision": format!("{:?}", opts.precision).to_lowercase(), "batch": n,
+            "load_ms": load_ms, "median_ms": encode.median, "p10_ms": encode.p10, "p90_ms": encode.p90,
+            "runs": times.len(), "peak_rss_mib": rss,
+        });
+        if let (Some(d), Some(p)) = (&decode, &prep) {
+            obj["images"] = files.len().into();
+            obj["decode_median_ms"] = d.median.into();
+            obj["preprocess_median_ms"] = p.median.into();
+            obj["decode_preprocess_over_encode"] =
+                ((d.median + p.median) / (encode.median / n as f64)).into();
+        }
+        println!("{obj}");
+    } else {
+        println!("model        {}", paths.image.display());
+        println!(
+            "config       {:?}, batch {n}, {} thread(s)",
+            opts.precision, args.runtime.threads
+        );
+        println!("load         {load_ms:.0} ms");
+        println!(
+            "encode       median {:.2} ms per run (p10 {:.2}, p90 {:.2}, {} runs) = {:.2} ms per image",
+            encode.median, encode.p10, encode.p90, times.len(), encode.median / n as f64
+        );
+        if let (Some(d), Some(p)) = (&decode, &prep) {
+            println!(
+                "decode       median {:.2} ms, preprocess median {:.2} ms over {} files ({:.1}% of encode per image)",
+                d.median, p.median, files.len(),
+                100.0 * (d.median + p.median) / (encode.median / n as f64)
+            );
+        }
+        if let Some(r) = rss {
+            println!("peak RSS     {r:.0} MiB");
+        }
+    }
+    Ok(super::EXIT_OK)
+}
+
+struct Summary {
+    median: f64,
+    p10: f64,
+    p90: f64,
+}
+
+impl Summary {
+    fn of(v: &mut [f64]) -> Summary {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Summary {
+            median: at(0.5),
+            p10: at(0.1),
+            p90: at(0.9),
+        }
+    }
+}
+
+/// Peak resident set size (VmHWM) of this process, Linux only.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}

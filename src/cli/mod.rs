@@ -1,0 +1,73 @@
+//! Argument parsing and printing; the work lives in the library.
+
+mod bench;
+mod classify;
+mod common;
+mod info;
+mod tokenize;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code: everything succeeded.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the run finished but some inputs failed (they are listed at the end).
+pub const EXIT_SOME_FAILED: i32 = 1;
+/// Exit code: nothing could be done (bad arguments, missing or invalid model, empty data set).
+pub const EXIT_FATAL: i32 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "tipedge",
+    version,
+    about = "Few-shot image classification with CLIP / Tip-Adapter on edge CPUs",
+    long_about = "Few-shot image classification with CLIP / Tip-Adapter on edge CPUs.\n\n\
+        Give it a few labelled example images per class (a folder per class) and it classifies \
+        new images by comparing them with those examples (Tip-Adapter's key-value cache) and, \
+        for CLIP models, with a text description of each class (zero-shot). Models are ONNX \
+        graphs with a JSON sidecar, run by tract on the CPU.\n\n\
+        Quick start (from the repository):\n  \
+        tipedge demo                      # classify the bundled textile example\n  \
+        tipedge classify --model models/fixtures/efficientnet-lite0 \\\n      \
+        --shots examples/textile/shots examples/textile/query\n\n\
+        Exit codes: 0 success; 1 finished but some inputs failed (listed at the end); \
+        2 nothing could be done (bad arguments, missing or invalid model or data set)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Classify(classify::ClassifyArgs),
+    Demo(classify::DemoArgs),
+    Info(info::InfoArgs),
+    Tokenize(tokenize::TokenizeArgs),
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_FATAL } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Classify(args) => classify::run(args),
+        Command::Demo(args) => classify::demo(args),
+        Command::Info(args) => info::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FATAL
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! One tract graph, loaded, checked, optimised and run. Shared by the image and text towers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::error::{tract_reason, Error, Result};
+use crate::sidecar::Sidecar;
+
+/// Arithmetic precision of the graph's float ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// tract's f32→f16 model transform (inputs and outputs converted at the boundary).
+    F16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            other => Err(format!("unknown precision {other:?} (expected f32 or f16)")),
+        }
+    }
+}
+
+/// How a graph is prepared and run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub precision: Precision,
+    /// Fixed batch size the graph is optimised for. Shorter batches are zero-padded.
+    pub batch: usize,
+    /// Threads for tract's matrix products (tract-linalg `multithread-mm`); 1 = single thread.
+    pub threads: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            precision: Precision::F32,
+            batch: 1,
+            threads: 1,
+        }
+    }
+}
+
+pub(crate) struct Graph {
+    plan: Arc<TypedRunnableModel>,
+    path: PathBuf,
+    pub(crate) sha256: String,
+    pub(crate) batch: usize,
+    pub(crate) precision: Precision,
+    executor: Executor,
+    item_shape: Vec<usize>,
+    dim: usize,
+}
+
+impl Graph {
+    pub(crate) fn load_f32_input(
+        path: &Path,
+        sidecar: &Sidecar,
+        item_shape: &[usize],
+        opts: &RunOptions,
+    ) -> Result<Graph> {
+        Self::load(path, sidecar, f32::datum_type(), item_shape, opts)
+    }
+
+    pub(crate) fn load_i64_input(
+        path: &Path,
+        sidecar: &Sidecar,
+        item_shape: &[usize],
+        opts: &RunOptions,
+    ) -> Result<Graph> {
+        Self::load(path, sidecar, i64::datum_type(), item_shape, opts)
+    }
+
+    fn load(
+        path: &Path,
+        sidecar: &Sidecar,
+        input_dt: DatumType,
+        item_shape: &[usize],
+        opts: &RunOptions,
+    ) -> Result<Graph> {
+        if opts.batch == 0 {
+            return Err(Error::Invalid("batch size must be at least 1".into()));
+        }
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::model(path, crate::sidecar::io_reason(&e)))?;
+        let sha256 = sidecar.verify_graph(path, &bytes)?;
+        let fail = |stage: &str, e: TractError| {
+            Error::model(path, format!("{stage}: {}", tract_reason(&e)))
+        };
+        let mut model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(|e| fail("not a loadable ONNX graph", e))?;
+        if model.inputs.len() != 1 {
+            return Err(Error::model(
+                path,
+                format!("graph has {} inputs, tipedge expects 1", model.inputs.len()),
+            ));
+        }
+        check_declared_input(path, &model, item_shape)?;
+
+        let mut shape = vec![opts.batch];
+        shape.extend_from_slice(item_shape);
+        model
+            .set_input_fact(0, InferenceFact::dt_shape(input_dt, shape.clone()))
+            .map_err(|e| fail("cannot fix the input shape", e))?;
+        let mut typed = model
+            .into_typed()
+            .map_err(|e| fail(&format!("graph does not accept input {shape:?}"), e))?
+            .into_decluttered()
+            .map_err(|e| fail("declutter failed", e))?;
+        if opts.precision == Precision::F16 {
+            let t = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
+                .map_err(|e| fail("f16 transform", e))?
+                .ok_or_else(|| Error::model(path, "tract has no f32_to_f16 transform"))?;
+            t.transform(&mut typed)
+                .map_err(|e| fail("f16 transform failed", e))?;
+        }
+        let typed = typed
+            .into_optimized()
+            .map_err(|e| fail("optimisation failed", e))?;
+
+        let out = typed.output_fact(0).map_err(|e| fail("no output", e))?;
+        let dims: Vec<Option<usize>> = out
+            .shape
+            .iter()
+            .map(|d| d.to_i64().ok().map(|v| v as usize))
+            .collect();
+        if dims != [Some(opts.batch), Some(sidecar.embed_dim)] {
+            return Err(Error::model(
+                path,
+                format!(
+                    "graph output shape {:?} disagrees with its sidecar (expected [{}, {}])",
+                    out.shape, opts.batch, sidecar.embed_dim
+                ),
+            ));
+        }
+        let plan = typed
+            .into_runnable()
+            .map_err(|e| fail("cannot plan the graph", e))?;
+        let executor = if opts.threads > 1 {
+            Executor::multithread(opts.threads)
+        } else {
+            Executor::SingleThread
+        };
+        Ok(Graph {
+            plan,
+            path: path.to_path_buf(),
+            sha256,
+            batch: opts.batch,
+            precision: opts.precision,
+            executor,
+            item_shape: item_shape.to_vec(),
+            dim: sidecar.embed_dim,
+        })
+    }
+
+    fn item_len(&self) -> usize {
+        self.item_shape.iter().product()
+    }
+
+    pub(crate) fn run_f32(&self, input: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.run_chunks(input, n, |chunk| {
+            let t = Tensor::from_shape(&self.shape(), chunk).map_err(|e| self.err(e))?;
+            match self.precision {
+                Precision::F32 => Ok(t),
+                Precision::F16 => Ok(t.cast_to::<f16>().map_err(|e| self.err(e))?.into_owned()),
+            }
+        })
+    }
+
+    pub(crate) fn run_i64(&self, input: &[i64], n: usize) -> Result<Vec<f32>> {
+        self.run_chunks(input, n, |chunk| {
+            Tensor::from_shape(&self.shape(), chunk).map_err(|e| self.err(e))
+        })
+    }
+
+    fn shape(&self) -> Vec<usize> {
+        let mut s = vec![self.batch];
+        s.extend_from_slice(&self.item_shape);
+        s
+    }
+
+    fn err(&self, e: TractError) -> Error {
+        Error::Inference(format!("{}: {}", self.path.display(), tract_reason(&e)))
+    }
+
+    /// Runs `n` items through the fixed-batch plan, padding the last chunk with zeros.
+    fn run_chunks<T: Datum + Copy + Default>(
+        &self,
+        input: &[T],
+        n: usize,
+        to_tensor: impl Fn(&[T]) -> Result<Tensor>,
+    ) -> Result<Vec<f32>> {
+        let item = self.item_len();
+        if input.len() != n * item {
+            return Err(Error::Invalid(format!(
+                "{} input values for {n} items of {item}",
+                input.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(n * self.dim);
+        let mut padded = Vec::new();
+        for start in (0..n).step_by(self.batch) {
+            let count = (n - start).min(self.batch);
+            let src = &input[start * item..(start + count) * item];
+            let chunk = if count == self.batch {
+                src
+            } else {
+                padded.clear();
+                padded.extend_from_slice(src);
+                padded.resize(self.batch * item, T::default());
+                &padded[..]
+            };
+            let tensor = to_tensor(chunk)?;
+            let result = multithread_tract_scope(self.executor.clone(), || {
+                self.plan.run(tvec!(tensor.into()))
+            })
+            .map_err(|e| self.err(e))?;
+            let feats = result[0].cast_to::<f32>().map_err(|e| self.err(e))?;
+            let view = feats.try_as_plain_ram().map_err(|e| self.err(e))?;
+            let values = view.as_slice::<f32>().map_err(|e| self.err(e))?;
+            out.extend_from_slice(&values[..count * self.dim]);
+        }
+        Ok(out)
+    }
+}
+
+/// Compares the graph's declared input (where it declares one) with what the sidecar implies,
+/// so that a graph exported for 256 px next to a sidecar saying 224 is refused with a clear line.
+fn check_declared_input(path: &Path, model: &InferenceModel, item_shape: &[usize]) -> Result<()> {
+    let fact = model
+        .input_fact(0)
+        .map_err(|e| Error::model(path, format!("no input: {}", tract_reason(&e))))?;
+    if let Some(rank) = fact.shape.rank().concretize() {
+        if rank as usize != item_shape.len() + 1 {
+            return Err(Error::model(
+                path,
+                format!(
+                    "graph input has rank {rank}, its sidecar implies rank {} ([batch, {}])",
+                    item_shape.len() + 1,
+                    item_shape
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        for (axis, (dim, want)) in fact.shape.dims().skip(1).zip(item_shape).enumerate() {
+            if let Some(Ok(have)) = dim.concretize().map(|d| d.to_i64()) {
+                if have as usize != *want {
+                    return Err(Error::model(
+                        path,
+                        format!(
+                            "graph input axis {} is {have}, its sidecar says {want}",
+                            axis + 1
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! The JSON sidecar written next to every exported graph (`image.onnx` → `image.json`).
+//!
+//! It carries what the graph itself cannot say: which family it is, how images must be prepared,
+//! the embedding size, CLIP's logit scale and context length, and the sha256 of the graph bytes,
+//! which doubles as the encoder's fingerprint (an adapter pack built with one encoder is refused
+//! by another).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::preprocess::{Interpolation, Recipe};
+
+pub const FORMAT: &str = "tipedge-sidecar/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// A CLIP tower: the image tower pairs with a text tower in the same folder.
+    Clip,
+    /// An image-only backbone (no text tower): only the cache term of Tip-Adapter applies.
+    Backbone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tower {
+    Image,
+    Text,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    /// `null` marks the dynamic batch axis.
+    pub shape: Vec<Option<usize>>,
+    pub dtype: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputSpec {
+    pub name: String,
+    pub dim: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreprocessSpec {
+    pub resize: u32,
+    pub resize_mode: String,
+    pub interpolation: String,
+    pub crop: String,
+    pub crop_size: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sidecar {
+    pub format: String,
+    pub family: Family,
+    pub arch: String,
+    pub tower: Tower,
+    #[serde(default)]
+    pub pretrained: Option<String>,
+    pub graph: String,
+    pub sha256: String,
+    pub input: TensorSpec,
+    pub output: OutputSpec,
+    pub embed_dim: usize,
+    #[serde(default)]
+    pub preprocess: Option<PreprocessSpec>,
+    #[serde(default)]
+    pub logit_scale: Option<f32>,
+    #[serde(default)]
+    pub context_length: Option<usize>,
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
+}
+
+impl Sidecar {
+    /// The sidecar path for a graph: same stem, `.json`.
+    pub fn path_for(graph: &Path) -> PathBuf {
+        graph.with_extension("json")
+    }
+
+    /// Reads and checks a sidecar file (format tag, fields that must be present for its tower).
+    pub fn read(path: &Path) -> Result<Sidecar> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::model(
+                path,
+                format!("cannot read the model sidecar: {}", io_reason(&e)),
+            )
+        })?;
+        let sc: Sidecar = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::model(path, format!("not a valid sidecar: {e}")))?;
+        if sc.format != FORMAT {
+            return Err(Error::model(
+                path,
+                format!(
+                    "sidecar format is {:?}, this tipedge reads {FORMAT:?}",
+                    sc.format
+                ),
+            ));
+        }
+        if sc.output.dim != sc.embed_dim || sc.embed_dim == 0 {
+            return Err(Error::model(
+                path,
+                format!(
+                    "sidecar says output dim {} but embed_dim {}",
+                    sc.output.dim, sc.embed_dim
+                ),
+            ));
+        }
+        match sc.tower {
+            Tower::Image => {
+                let recipe = sc.recipe().map_err(|r| Error::model(path, r))?;
+                let expect = [3, recipe.crop_size as usize, recipe.crop_size as usize];
+                let dims: Vec<Option<usize>> = sc.input.shape.iter().skip(1).copied().collect();
+                if sc.input.shape.len() != 4 || dims != expect.map(Some) {
+                    return Err(Error::model(
+                        path,
+                        format!(
+                            "sidecar input shape {:?} disagrees with its crop size {}",
+                            sc.input.shape, recipe.crop_size
+                        ),
+                    ));
+                }
+            }
+            Tower::Text => {
+                let ctx = sc
+                    .context_length
+                    .ok_or_else(|| Error::model(path, "text sidecar has no context_length"))?;
+                if sc.input.shape.len() != 2 || sc.input.shape[1] != Some(ctx) {
+                    return Err(Error::model(
+                        path,
+                        format!(
+                            "sidecar input shape {:?} disagrees with context_length {ctx}",
+                            sc.input.shape
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(sc)
+    }
+
+    /// The image preprocessing recipe this graph was exported with.
+    pub fn recipe(&self) -> std::result::Result<Recipe, String> {
+        let p = self
+            .preprocess
+            .as_ref()
+            .ok_or_else(|| "image sidecar has no preprocess section".to_string())?;
+        if p.resize_mode != "shortest" {
+            return Err(format!(
+                "resize_mode {:?} is not supported (only \"shortest\")",
+                p.resize_mode
+            ));
+        }
+        if p.crop != "center" {
+            return Err(format!(
+                "crop {:?} is not supported (only \"center\")",
+                p.crop
+            ));
+        }
+        let interpolation = match p.interpolation.as_str() {
+            "bicubic" => Interpolation::Bicubic,
+            "bilinear" => Interpolation::Bilinear,
+            other => return Err(format!("interpolation {other:?} is not supported")),
+        };
+        if p.resize < p.crop_size || p.crop_size == 0 {
+            return Err(format!(
+                "resize {} is smaller than crop {}",
+                p.resize, p.crop_size
+            ));
+        }
+        if p.std.iter().any(|s| !s.is_finite() || *s <= 0.0)
+            || p.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err("mean/std must be finite and std positive".to_string());
+        }
+        Ok(Recipe {
+            resize: p.resize,
+            crop_size: p.crop_size,
+            interpolation,
+            mean: p.mean,
+            std: p.std,
+        })
+    }
+
+    /// Checks that `graph` hashes to the sidecar's sha256. Returns the hex digest.
+    pub fn verify_graph(&self, graph: &Path, bytes: &[u8]) -> Result<String> {
+        let digest = sha256_hex(bytes);
+        if !digest.eq_ignore_ascii_case(&self.sha256) {
+            return Err(Error::model(
+                graph,
+                format!(
+                    "sha256 {} does not match its sidecar ({}): the graph was changed or the sidecar belongs to another export",
+                    &digest[..16],
+                    self.sha256.get(..16).unwrap_or(&self.sha256)
+                ),
+            ));
+        }
+        Ok(digest)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `std::io::Error` without the "(os error 2)" noise.
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}

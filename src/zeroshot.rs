@@ -1,0 +1,189 @@
+//! Zero-shot text classifier W from class names and prompt templates.
+
+use std::path::Path;
+
+use crate::encoder::tokenizer::Tokenizer;
+use crate::encoder::{l2_normalize_rows, TextEncoder};
+use crate::error::{Error, Result};
+
+/// Tip-Adapter's 7 ImageNet templates (the official repo's `imagenet_templates`).
+pub const TIP_ADAPTER_IMAGENET: [&str; 7] = [
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+];
+
+/// CLIP's 80 ImageNet prompt templates (OpenAI, as shipped in open_clip's `zero_shot_metadata`).
+pub const CLIP_IMAGENET: [&str; 80] = [
+    "a bad photo of a {}.",
+    "a photo of many {}.",
+    "a sculpture of a {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.",
+    "a rendering of a {}.",
+    "graffiti of a {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+    "a tattoo of a {}.",
+    "the embroidered {}.",
+    "a photo of a hard to see {}.",
+    "a bright photo of a {}.",
+    "a photo of a clean {}.",
+    "a photo of a dirty {}.",
+    "a dark photo of the {}.",
+    "a drawing of a {}.",
+    "a photo of my {}.",
+    "the plastic {}.",
+    "a photo of the cool {}.",
+    "a close-up photo of a {}.",
+    "a black and white photo of the {}.",
+    "a painting of the {}.",
+    "a painting of a {}.",
+    "a pixelated photo of the {}.",
+    "a sculpture of the {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a plastic {}.",
+    "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a rendering of the {}.",
+    "a {} in a video game.",
+    "a photo of one {}.",
+    "a doodle of a {}.",
+    "a close-up photo of the {}.",
+    "a photo of a {}.",
+    "the origami {}.",
+    "the {} in a video game.",
+    "a sketch of a {}.",
+    "a doodle of the {}.",
+    "a origami {}.",
+    "a low resolution photo of a {}.",
+    "the toy {}.",
+    "a rendition of the {}.",
+    "a photo of the clean {}.",
+    "a photo of a large {}.",
+    "a rendition of a {}.",
+    "a photo of a nice {}.",
+    "a photo of a weird {}.",
+    "a blurry photo of a {}.",
+    "a cartoon {}.",
+    "art of a {}.",
+    "a sketch of the {}.",
+    "a embroidered {}.",
+    "a pixelated photo of a {}.",
+    "itap of the {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.",
+    "a plushie {}.",
+    "a photo of the nice {}.",
+    "a photo of the small {}.",
+    "a photo of the weird {}.",
+    "the cartoon {}.",
+    "art of the {}.",
+    "a drawing of the {}.",
+    "a photo of the large {}.",
+    "a black and white photo of a {}.",
+    "the plushie {}.",
+    "a dark photo of a {}.",
+    "itap of a {}.",
+    "graffiti of the {}.",
+    "a toy {}.",
+    "itap of my {}.",
+    "a photo of a cool {}.",
+    "a photo of a small {}.",
+    "a tattoo of the {}.",
+];
+
+/// A set of prompt templates, each with one `{}` where the class name goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Templates(pub Vec<String>);
+
+impl Templates {
+    /// `tip` (7 templates), `clip` (80), `photo` ("a photo of a {}."), or a file with one
+    /// template per line (blank lines and lines starting with `#` ignored).
+    pub fn resolve(spec: &str) -> Result<Templates> {
+        let owned = |t: &[&str]| Templates(t.iter().map(|s| s.to_string()).collect());
+        match spec {
+            "tip" => Ok(owned(&TIP_ADAPTER_IMAGENET)),
+            "clip" => Ok(owned(&CLIP_IMAGENET)),
+            "photo" => Ok(owned(&["a photo of a {}."])),
+            path => Self::read(Path::new(path)),
+        }
+    }
+
+    fn read(path: &Path) -> Result<Templates> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Invalid(format!(
+                "{}: not a template set (tip, clip, photo) nor a readable file: {}",
+                path.display(),
+                crate::sidecar::io_reason(&e)
+            ))
+        })?;
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if line.matches("{}").count() != 1 {
+                return Err(Error::Invalid(format!(
+                    "{}:{}: a template needs exactly one {{}} for the class name",
+                    path.display(),
+                    i + 1
+                )));
+            }
+            out.push(line.to_string());
+        }
+        if out.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: no templates in file",
+                path.display()
+            )));
+        }
+        Ok(Templates(out))
+    }
+
+    pub fn fill(&self, class_name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|t| t.replacen("{}", class_name, 1))
+            .collect()
+    }
+}
+
+/// Builds W (`n_classes × dim`, rows unit-norm) as the official Tip-Adapter `clip_classifier`:
+/// for each class, encode every template, L2-normalise each embedding, average, renormalise.
+pub fn build_classifier(
+    text: &TextEncoder,
+    tokenizer: &Tokenizer,
+    class_names: &[String],
+    templates: &Templates,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<f32>> {
+    let dim = text.dim();
+    let ctx = text.context_length();
+    let mut w = Vec::with_capacity(class_names.len() * dim);
+    for (i, name) in class_names.iter().enumerate() {
+        let prompts = templates.fill(name);
+        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let tokens = tokenizer.tokenize_batch(&refs, ctx);
+        let mut emb = text.encode_tokens(&tokens, refs.len())?;
+        l2_normalize_rows(&mut emb, dim);
+        let mut mean = vec![0f32; dim];
+        for row in emb.chunks_exact(dim) {
+            mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+        }
+        mean.iter_mut().for_each(|m| *m /= refs.len() as f32);
+        l2_normalize_rows(&mut mean, dim);
+        w.extend_from_slice(&mean);
+        progress(i + 1);
+    }
+    Ok(w)
+}

@@ -1,0 +1,180 @@
+//! tract encoders against onnxruntime and PyTorch reference features on the committed graphs.
+
+mod common;
+
+use std::path::PathBuf;
+
+use tipedge::encoder::{ImageEncoder, Precision, RunOptions, TextEncoder};
+use tipedge::preprocess::{load_rgb, DecodeLimits, Preprocessor};
+
+const IMAGES: [&str; 3] = ["chelsea_jpg", "astronaut_jpg", "camera_png"];
+const FILES: [&str; 3] = [
+    "images/chelsea.jpg",
+    "images/astronaut.jpg",
+    "images/camera.png",
+];
+
+struct Tower {
+    graph: PathBuf,
+    pre: &'static str,
+    ort: &'static str,
+    torch: &'static str,
+    ort_batch3: &'static str,
+}
+
+fn towers() -> [Tower; 2] {
+    [
+        Tower {
+            graph: common::fixture("clip-tiny/image.onnx"),
+            pre: "clip",
+            ort: "clip_tiny_image_features_ort.npy",
+            torch: "clip_tiny_image_features_torch.npy",
+            ort_batch3: "clip_tiny_image_features_ort_batch3.npy",
+        },
+        Tower {
+            graph: common::fixture("efficientnet-lite0/image.onnx"),
+            pre: "eff",
+            ort: "effnet_image_features_ort.npy",
+            torch: "effnet_image_features_torch.npy",
+            ort_batch3: "effnet_image_features_ort_batch3.npy",
+        },
+    ]
+}
+
+/// The stored reference input tensors (PIL pipeline), stacked: [3, 3, 224, 224].
+fn reference_inputs(pre: &str) -> Vec<f32> {
+    IMAGES
+        .iter()
+        .flat_map(|n| common::read_f32(&common::reference(&format!("pre_{pre}_{n}.npy"))).data)
+        .collect()
+}
+
+fn check_rows(what: &str, ours: &[f32], reference: &[f32], dim: usize, min_cos: f64, max_rel: f32) {
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in ours.chunks(dim).zip(reference.chunks(dim)).enumerate() {
+        let cos = common::cosine(a, b);
+        let rel = common::max_abs_diff(a, b) / scale;
+        println!("{what} row {i}: cosine {cos:.7}, max rel diff {rel:.2e}");
+        assert!(cos >= min_cos, "{what} row {i}: cosine {cos}");
+        assert!(rel <= max_rel, "{what} row {i}: max rel diff {rel}");
+    }
+}
+
+/// Same graph, same input: tract f32 vs onnxruntime and PyTorch (issue: cosine ≥ 0.9999).
+#[test]
+fn image_towers_match_onnxruntime_and_pytorch() {
+    for t in towers() {
+        let enc = ImageEncoder::load(&t.graph, &RunOptions::default()).unwrap();
+        let feats = enc.encode(&reference_inputs(t.pre), 3).unwrap();
+        let dim = enc.dim();
+        check_rows(
+            t.ort,
+            &feats,
+            &common::read_f32(&common::reference(t.ort)).data,
+            dim,
+            0.9999,
+            2e-4,
+        );
+        check_rows(
+            t.torch,
+            &feats,
+            &common::read_f32(&common::reference(t.torch)).data,
+            dim,
+            0.9999,
+            2e-4,
+        );
+    }
+}
+
+/// A graph optimised for batch 3 (and batch 2, with a zero-padded remainder) gives the same
+/// features as onnxruntime's batch of 3; two threads give the same as one.
+#[test]
+fn batching_and_threads_do_not_change_features() {
+    for t in towers() {
+        let reference = common::read_f32(&common::reference(t.ort_batch3)).data;
+        let input = reference_inputs(t.pre);
+        for (batch, threads) in [(3, 1), (2, 1), (1, 2)] {
+            let opts = RunOptions {
+                batch,
+                threads,
+                ..RunOptions::default()
+            };
+            let enc = ImageEncoder::load(&t.graph, &opts).unwrap();
+            let feats = enc.encode(&input, 3).unwrap();
+            let what = format!("{} batch {batch} threads {threads}", t.ort_batch3);
+            check_rows(&what, &feats, &reference, enc.dim(), 0.9999, 2e-4);
+        }
+    }
+}
+
+/// tract's f32→f16 transform: close to f32, as a half-precision network can be.
+#[test]
+fn f16_precision_stays_close_to_f32() {
+    for t in towers() {
+        let opts = RunOptions {
+            precision: Precision::F16,
+            ..RunOptions::default()
+        };
+        let enc = ImageEncoder::load(&t.graph, &opts).unwrap();
+        let feats = enc.encode(&reference_inputs(t.pre), 3).unwrap();
+        let reference = common::read_f32(&common::reference(t.ort)).data;
+        for (i, (a, b)) in feats
+            .chunks(enc.dim())
+            .zip(reference.chunks(enc.dim()))
+            .enumerate()
+        {
+            let cos = common::cosine(a, b);
+            println!("{} f16 row {i}: cosine {cos:.6}", t.ort);
+            assert!(cos >= 0.995, "{} f16 row {i}: cosine {cos}", t.ort);
+        }
+    }
+}
+
+/// End to end from the image files with our decoder and preprocessing vs PyTorch on PIL's
+/// tensors (issue: feature cosine ≥ 0.999).
+#[test]
+fn end_to_end_from_files_matches_pytorch() {
+    for t in towers() {
+        let enc = ImageEncoder::load(&t.graph, &RunOptions::default()).unwrap();
+        let mut pre = Preprocessor::new(enc.recipe().clone());
+        let input: Vec<f32> = FILES
+            .iter()
+            .flat_map(|f| {
+                pre.tensor(&load_rgb(&common::fixture(f), &DecodeLimits::default()).unwrap())
+            })
+            .collect();
+        let feats = enc.encode(&input, 3).unwrap();
+        let reference = common::read_f32(&common::reference(t.torch)).data;
+        for (i, (a, b)) in feats
+            .chunks(enc.dim())
+            .zip(reference.chunks(enc.dim()))
+            .enumerate()
+        {
+            let cos = common::cosine(a, b);
+            println!(
+                "{} end-to-end row {i} ({}): cosine {cos:.7}",
+                t.torch, FILES[i]
+            );
+            assert!(cos >= 0.999, "{}: cosine {cos}", FILES[i]);
+        }
+    }
+}
+
+#[test]
+fn text_tower_matches_onnxruntime_and_pytorch() {
+    let enc = TextEncoder::load(
+        &common::fixture("clip-tiny/text.onnx"),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let tokens = common::read_i64(&common::reference("clip_tiny_text_tokens.npy"));
+    let n = tokens.shape[0];
+    let feats = enc.encode_tokens(&tokens.data, n).unwrap();
+    for name in [
+        "clip_tiny_text_features_ort.npy",
+        "clip_tiny_text_features_torch.npy",
+    ] {
+        let reference = common::read_f32(&common::reference(name)).data;
+        check_rows(name, &feats, &reference, enc.dim(), 0.9999, 2e-4);
+    }
+}
