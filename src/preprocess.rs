@@ -35,6 +35,8 @@ pub struct Recipe {
 
 impl Recipe {
     /// CLIP's recipe (OpenAI mean/std, bicubic, resize = crop = `size`).
+    // The constants are written as OpenAI publishes them; f32 rounds them as torch does.
+    #[allow(clippy::excessive_precision)]
     pub fn clip(size: u32) -> Recipe {
         Recipe {
             resize: size,
@@ -316,13 +318,11 @@ impl Coefficients {
                 *kx = w;
                 ww += w;
             }
-            for x in 0..ksize {
-                let w = if x < xmax && ww != 0.0 {
-                    k[x] / ww
-                } else if x < xmax {
-                    k[x]
-                } else {
-                    0.0
+            for (x, &kx) in k.iter().enumerate() {
+                let w = match (x < xmax, ww != 0.0) {
+                    (true, true) => kx / ww,
+                    (true, false) => kx,
+                    (false, _) => 0.0,
                 };
                 let fixed = w * f64::from(1u32 << PRECISION_BITS);
                 self.taps.push(if w < 0.0 {

@@ -1,0 +1,152 @@
+//! The `tipedge` binary as a user meets it.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tipedge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tipedge"))
+        .args(args)
+        .output()
+        .expect("run tipedge")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn demo_classifies_the_textile_example() {
+    let out = tipedge(&["demo"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.lines().count(), 48, "{stdout}");
+    // Same accuracy as the PyTorch reference for the cache-only classifier (manifest textile).
+    assert!(stderr.contains("accuracy 33/48 = 68.8%"), "{stderr}");
+    assert!(stdout
+        .lines()
+        .all(|l| l.contains("textile_") && (l.ends_with("ok") || l.ends_with("WRONG"))));
+}
+
+#[test]
+fn json_is_one_object_per_image() {
+    let out = tipedge(&["demo", "--json", "-k", "2"]);
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 48);
+    for v in &lines {
+        let top = v["top"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        assert!(top[0]["prob"].as_f64().unwrap() >= top[1]["prob"].as_f64().unwrap());
+        assert!(v["timings_ms"]["encode_ms"].as_f64().unwrap() > 0.0);
+        assert!(v["path"].as_str().unwrap().ends_with(".jpg"));
+        assert!(v["correct"].is_boolean());
+    }
+}
+
+/// CLIP path: zero-shot W from the text tower plus the cache. With a heavy cache weight each
+/// shot image is recognised as its own class whatever the (random-weight) zero-shot term says;
+/// with α = 0 the result is the zero-shot classifier alone, which must differ somewhere.
+#[test]
+fn clip_model_with_shots_uses_both_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let shots = dir.path().join("shots");
+    for (class, files) in [
+        ("tabby_cat", ["chelsea.jpg", "chelsea_rgba.png"]),
+        ("coffee_cup", ["coffee.jpg", "coffee.tiff"]),
+        ("rocket", ["rocket.jpg", "rocket_exif6.jpg"]),
+    ] {
+        std::fs::create_dir_all(shots.join(class)).unwrap();
+        for f in files {
+            std::fs::copy(
+                common::fixture(&format!("images/{f}")),
+                shots.join(class).join(f),
+            )
+            .unwrap();
+        }
+    }
+    let model = common::fixture("clip-tiny");
+    let run = |alpha: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tipedge"))
+            .args([
+                "classify", "--json", "--beta", "50", "--alpha", alpha, "--model",
+            ])
+            .arg(&model)
+            .arg("--shots")
+            .arg(&shots)
+            .arg(&shots)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let cached = run("1000");
+    assert_eq!(cached.len(), 6);
+    for v in &cached {
+        assert_eq!(v["correct"], true, "{v}");
+        assert!(
+            ["tabby cat", "coffee cup", "rocket"].contains(&v["top"][0]["label"].as_str().unwrap())
+        );
+    }
+    let zero_shot = run("0");
+    assert!(zero_shot
+        .iter()
+        .zip(&cached)
+        .any(|(z, c)| z["top"][0]["logit"] != c["top"][0]["logit"]));
+}
+
+#[test]
+fn help_teaches() {
+    let out = tipedge(&["--help"]);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    for needle in ["tipedge demo", "Exit codes", "classify"] {
+        assert!(s.contains(needle), "{needle} missing from --help");
+    }
+    let out = tipedge(&["classify", "--help"]);
+    let s = text(&out.stdout);
+    for needle in [
+        "--shots",
+        "--json",
+        "--threads",
+        "--precision",
+        "exp(−β(1 − f·Kᵀ))",
+    ] {
+        assert!(s.contains(needle), "{needle} missing from classify --help");
+    }
+    // A usage error is exit 2 with clap's message.
+    assert_eq!(tipedge(&["classify"]).status.code(), Some(2));
+}
+
+#[test]
+fn tokenize_prints_clip_ids() {
+    let out = tipedge(&["tokenize", "a photo of a cat."]);
+    // SOT, a, photo, of, a, cat, ., EOT (ids from open_clip).
+    assert_eq!(
+        text(&out.stdout).trim_end(),
+        "a photo of a cat.\t49406 320 1125 539 320 2368 269 49407"
+    );
+}
+
+#[test]
+fn info_verifies_the_model() {
+    let out = tipedge(&[
+        "info",
+        "--json",
+        common::fixture("efficientnet-lite0").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["image"]["sidecar"]["embed_dim"], 1280);
+    let sha = tipedge::sidecar::sha256_hex(
+        &std::fs::read(Path::new(&common::fixture("efficientnet-lite0/image.onnx"))).unwrap(),
+    );
+    assert_eq!(v["image"]["fingerprint"], sha.as_str());
+}
