@@ -94,6 +94,7 @@ def main(argv=None):
     ap.add_argument("--tract-env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment variable for the tipedge runs only (tract knobs)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
     a = ap.parse_args(argv)
 
     if not os.access(a.tipedge, os.X_OK):
@@ -140,19 +141,22 @@ def main(argv=None):
     meta = {"rounds": a.rounds, "runs": a.runs, "warmup": a.warmup, "batch": a.batch,
             "precision": a.precision, "tract_env": a.tract_env, "machine": platform.machine(),
             "cpus": os.cpu_count(), "loadavg_end": os.getloadavg()}
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump({"config": meta, "results": results}, f, indent=1)
     if a.json:
         print(json.dumps({"config": meta, "results": results}))
         return
     print(f"tract (tipedge) vs onnxruntime: {a.rounds} alternating rounds x {a.runs} runs, batch {a.batch}, "
           f"tract {a.precision}; medians of the per-round medians; ratio = median of per-round tract/ORT "
           f"[min-max]; load average at the end {os.getloadavg()[0]:.2f}")
-    hdr = f"{'graph':<34} {'T':>2} {'tract ms':>9} {'ORT ms':>9} {'tract/ORT':>9} {'[range]':>13}"
+    hdr = f"{'graph':<40} {'T':>2} {'tract ms':>9} {'ORT ms':>9} {'tract/ORT':>9} {'[range]':>13}"
     img = any("decode_median_ms" in r for r in results)
     if img:
         hdr += f" {'decode ms':>9} {'prep ms':>8} {'(d+p)/enc':>9}"
     print(hdr)
     for r in results:
-        line = (f"{r['label']:<34} {r['threads']:>2} {r['tract_median_ms']:>9.2f} {r['ort_median_ms']:>9.2f} "
+        line = (f"{r['label']:<40} {r['threads']:>2} {r['tract_median_ms']:>9.2f} {r['ort_median_ms']:>9.2f} "
                 f"{r['ratio_median']:>9.2f} {'[%.2f-%.2f]' % (r['ratio_min'], r['ratio_max']):>13}")
         if "decode_median_ms" in r:
             line += (f" {r['decode_median_ms']:>9.2f} {r['preprocess_median_ms']:>8.2f} "
