@@ -203,15 +203,32 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tipedge-templates-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.txt");
-        std::fs::write(&good, "# mine\n\na close-up of {} fabric.\n  {} texture  \n").unwrap();
+        std::fs::write(
+            &good,
+            "# mine\n\na close-up of {} fabric.\n  {} texture  \n",
+        )
+        .unwrap();
         let t = Templates::resolve(good.to_str().unwrap()).unwrap();
-        assert_eq!(t.fill("woven"), ["a close-up of woven fabric.", "woven texture"]);
+        assert_eq!(
+            t.fill("woven"),
+            ["a close-up of woven fabric.", "woven texture"]
+        );
         let bad = dir.join("bad.txt");
         std::fs::write(&bad, "a photo of {}.\nno placeholder here\n").unwrap();
-        let err = Templates::resolve(bad.to_str().unwrap()).unwrap_err().to_string();
-        assert!(err.ends_with("bad.txt:2: a template needs exactly one {} for the class name"), "{err}");
-        let err = Templates::resolve("/nonexistent/t.txt").unwrap_err().to_string();
-        assert!(err.contains("not a template set (tip, clip, photo)"), "{err}");
+        let err = Templates::resolve(bad.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("bad.txt:2: a template needs exactly one {} for the class name"),
+            "{err}"
+        );
+        let err = Templates::resolve("/nonexistent/t.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not a template set (tip, clip, photo)"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

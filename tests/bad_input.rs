@@ -183,7 +183,10 @@ fn model_faults_are_one_clear_line() {
     let sha = sha256_hex(&std::fs::read(&graph).unwrap());
     edit_sidecar(&sidecar_path, |v| v["sha256"] = sha.into());
     let msg = load_err(&graph);
-    assert!(msg.contains("image.onnx: graph input has rank 2, its sidecar implies rank 4"), "{msg}");
+    assert!(
+        msg.contains("image.onnx: graph input has rank 2, its sidecar implies rank 4"),
+        "{msg}"
+    );
 
     // Garbage that matches its sidecar's hash is still not an ONNX graph.
     let (_d, graph, sidecar_path) = model_copy();
