@@ -36,21 +36,14 @@ impl LabelledSet {
     /// Reads a folder-per-class tree. Sub-folders without images are an error (an empty class
     /// would silently never be predicted); files directly under `root` are ignored.
     pub fn read(root: &Path) -> Result<LabelledSet> {
-        let entries = std::fs::read_dir(root).map_err(|e| {
-            Error::dataset(
-                root,
-                format!("cannot list folder: {}", crate::sidecar::io_reason(&e)),
-            )
-        })?;
-        let mut dirs: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
+        let dirs: Vec<PathBuf> = read_dir_paths(root)?
+            .into_iter()
             .filter(|p| p.is_dir())
             .filter(|p| {
                 !p.file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'))
             })
             .collect();
-        dirs.sort();
         if dirs.is_empty() {
             return Err(Error::dataset(
                 root,
@@ -104,18 +97,22 @@ impl LabelledSet {
 
 /// Image files directly inside `dir`, sorted.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut images = read_dir_paths(dir)?;
+    images.retain(|p| p.is_file() && is_image_path(p));
+    Ok(images)
+}
+
+/// The entries of `dir`, sorted, or a one-line error naming the folder.
+fn read_dir_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         Error::dataset(
             dir,
             format!("cannot list folder: {}", crate::sidecar::io_reason(&e)),
         )
     })?;
-    let mut images: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && is_image_path(p))
-        .collect();
-    images.sort();
-    Ok(images)
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    Ok(paths)
 }
 
 /// Expands command-line inputs: files are taken as given (whatever their extension, so a bad
@@ -133,15 +130,7 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Error::dataset(
-            dir,
-            format!("cannot list folder: {}", crate::sidecar::io_reason(&e)),
-        )
-    })?;
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths {
+    for p in read_dir_paths(dir)? {
         if p.is_dir() {
             walk(&p, out)?;
         } else if is_image_path(&p) {

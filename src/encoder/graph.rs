@@ -62,25 +62,8 @@ pub(crate) struct Graph {
 }
 
 impl Graph {
-    pub(crate) fn load_f32_input(
-        path: &Path,
-        sidecar: &Sidecar,
-        item_shape: &[usize],
-        opts: &RunOptions,
-    ) -> Result<Graph> {
-        Self::load(path, sidecar, f32::datum_type(), item_shape, opts)
-    }
-
-    pub(crate) fn load_i64_input(
-        path: &Path,
-        sidecar: &Sidecar,
-        item_shape: &[usize],
-        opts: &RunOptions,
-    ) -> Result<Graph> {
-        Self::load(path, sidecar, i64::datum_type(), item_shape, opts)
-    }
-
-    fn load(
+    /// Loads `path` for inputs `[batch, item_shape…]` of type `input_dt`.
+    pub(crate) fn load(
         path: &Path,
         sidecar: &Sidecar,
         input_dt: DatumType,

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::preprocess::Recipe;
 use crate::sidecar::{Family, Sidecar, Tower};
 use graph::Graph;
+use tract_onnx::prelude::Datum;
 
 /// Where a model lives: a folder holding `image.onnx` (+ `image.json`) and, for CLIP,
 /// `text.onnx` (+ `text.json`); or the path of an image graph itself.
@@ -64,7 +65,7 @@ impl ImageEncoder {
             .recipe()
             .map_err(|r| Error::model(Sidecar::path_for(path), r))?;
         let side = recipe.crop_size as usize;
-        let graph = Graph::load_f32_input(path, &sidecar, &[3, side, side], opts)?;
+        let graph = Graph::load(path, &sidecar, f32::datum_type(), &[3, side, side], opts)?;
         Ok(ImageEncoder {
             graph,
             sidecar,
@@ -113,7 +114,7 @@ impl TextEncoder {
     pub fn load(path: &Path, opts: &RunOptions) -> Result<TextEncoder> {
         let sidecar = read_sidecar(path, Tower::Text)?;
         let context_length = sidecar.context_length.unwrap_or(77);
-        let graph = Graph::load_i64_input(path, &sidecar, &[context_length], opts)?;
+        let graph = Graph::load(path, &sidecar, i64::datum_type(), &[context_length], opts)?;
         Ok(TextEncoder {
             graph,
             sidecar,

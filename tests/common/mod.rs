@@ -64,11 +64,11 @@ fn npy_payload(path: &Path, descr: &str) -> (Vec<usize>, Vec<u8>) {
     (shape, bytes[start + header_len..].to_vec())
 }
 
-pub fn read_f32(path: &Path) -> Npy<f32> {
-    let (shape, raw) = npy_payload(path, "<f4");
-    let data: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+fn read<T, const W: usize>(path: &Path, descr: &str, from_le: fn([u8; W]) -> T) -> Npy<T> {
+    let (shape, raw) = npy_payload(path, descr);
+    let data: Vec<T> = raw
+        .chunks_exact(W)
+        .map(|c| from_le(c.try_into().unwrap()))
         .collect();
     assert_eq!(
         data.len(),
@@ -79,19 +79,12 @@ pub fn read_f32(path: &Path) -> Npy<f32> {
     Npy { shape, data }
 }
 
+pub fn read_f32(path: &Path) -> Npy<f32> {
+    read(path, "<f4", f32::from_le_bytes)
+}
+
 pub fn read_i64(path: &Path) -> Npy<i64> {
-    let (shape, raw) = npy_payload(path, "<i8");
-    let data: Vec<i64> = raw
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(
-        data.len(),
-        shape.iter().product::<usize>(),
-        "{}",
-        path.display()
-    );
-    Npy { shape, data }
+    read(path, "<i8", i64::from_le_bytes)
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
