@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::adapter::{Cache, TipAdapter};
+use crate::adapter::Cache;
 use crate::dataset::LabelledSet;
 use crate::encoder::{l2_normalize_rows, ImageEncoder};
 use crate::error::{Error, Result};
@@ -167,19 +167,4 @@ pub fn build_cache(
         }
     }
     Ok((Cache::new(dim, keys, labels, shots.classes.len())?, skipped))
-}
-
-/// Convenience used by tests and the demo: the Tip-Adapter logits of one image file.
-pub fn logits_for(
-    adapter: &TipAdapter,
-    encoder: &ImageEncoder,
-    path: &Path,
-    limits: DecodeLimits,
-) -> Result<Vec<f32>> {
-    let mut out = None;
-    Embedder::new(encoder, limits).embed_all(&[path.to_path_buf()], |e| out = Some(e.result));
-    let f = out.expect("one path in, one result out")?;
-    let mut logits = vec![0.0; adapter.n_classes()];
-    adapter.logits(&f, &mut logits);
-    Ok(logits)
 }
