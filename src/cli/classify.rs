@@ -20,7 +20,9 @@ use super::{EXIT_OK, EXIT_SOME_FAILED};
 /// With --shots, the cache is built from the shot images (one sub-folder per class). With a CLIP
 /// model the class names (folder names, `_` read as a space) are also turned into a zero-shot
 /// text classifier from --templates, and both terms are added:
+///
 ///   logits = 100·f·Wᵀ + α·exp(−β(1 − f·Kᵀ))·L
+///
 /// With an image-only backbone (e.g. EfficientNet-Lite0) only the cache term applies.
 /// Without --shots a CLIP model classifies zero-shot among --classes.
 ///

@@ -43,6 +43,8 @@ enum Command {
     Demo(classify::DemoArgs),
     Info(info::InfoArgs),
     Tokenize(tokenize::TokenizeArgs),
+    /// Measure: encoder load time, latency and peak memory, decode + preprocess time (--json
+    /// for comparison scripts such as models/bench_compare.py).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
