@@ -150,3 +150,36 @@ fn info_verifies_the_model() {
     );
     assert_eq!(v["image"]["fingerprint"], sha.as_str());
 }
+
+#[test]
+fn bench_encoder_reports_latency_and_profile() {
+    let model = common::fixture("clip-tiny");
+    let images = common::fixture("images");
+    let out = tipedge(&[
+        "bench",
+        "encoder",
+        "--json",
+        "--profile",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--model",
+        model.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["median_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["images"], 13);
+    assert!(v["decode_median_ms"].as_f64().unwrap() > 0.0);
+    let ops = v["profile"].as_array().unwrap();
+    // A ViT spends its time in matrix products; the profile must name them.
+    assert!(
+        ops.iter()
+            .any(|o| o["op"].as_str().unwrap().contains("MatMul")),
+        "{ops:?}"
+    );
+    assert!(ops.iter().all(|o| o["nodes"].as_u64().unwrap() >= 1));
+}

@@ -31,6 +31,10 @@ pub struct EncoderArgs {
     /// Images or folders: also time decode + preprocess of each file with the model's recipe.
     #[arg(long)]
     images: Vec<PathBuf>,
+    /// Also time every node of the optimised graph and report the time per operator type
+    /// (where tract spends its time: depthwise convs, matrix products, ...).
+    #[arg(long)]
+    profile: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -88,6 +92,11 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
     let decode = (!decode.is_empty()).then(|| Summary::of(&mut decode));
     let prep = (!prep.is_empty()).then(|| Summary::of(&mut prep));
     let rss = peak_rss_mib();
+    let profile = if args.profile {
+        Some(enc.profile(args.runs)?)
+    } else {
+        None
+    };
 
     if args.json {
         let mut obj = serde_json::json!({
@@ -96,6 +105,9 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
             "load_ms": load_ms, "median_ms": encode.median, "p10_ms": encode.p10, "p90_ms": encode.p90,
             "runs": times.len(), "peak_rss_mib": rss,
         });
+        if let Some(p) = &profile {
+            obj["profile"] = serde_json::to_value(p)?;
+        }
         if let (Some(d), Some(p)) = (&decode, &prep) {
             obj["images"] = files.len().into();
             obj["decode_median_ms"] = d.median.into();
@@ -124,6 +136,19 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
         }
         if let Some(r) = rss {
             println!("peak RSS     {r:.0} MiB");
+        }
+        if let Some(p) = &profile {
+            let total: f64 = p.iter().map(|o| o.ms).sum();
+            println!("profile      per operator type, median per node summed ({total:.2} ms):");
+            for o in p {
+                println!(
+                    "  {:<28} {:>4} nodes {:>9.3} ms {:>5.1}%",
+                    o.op,
+                    o.nodes,
+                    o.ms,
+                    100.0 * o.ms / total
+                );
+            }
         }
     }
     Ok(super::EXIT_OK)

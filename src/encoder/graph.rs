@@ -50,6 +50,17 @@ impl Default for RunOptions {
     }
 }
 
+/// Time spent in one operator type of an optimised graph (see `tipedge bench encoder --profile`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpTime {
+    /// tract's operator name after optimisation (e.g. `DepthWise`, `OptMatMul`).
+    pub op: String,
+    /// How many nodes of the graph run this operator.
+    pub nodes: usize,
+    /// Sum over those nodes of each node's median time per run, in ms.
+    pub ms: f64,
+}
+
 pub(crate) struct Graph {
     plan: Arc<TypedRunnableModel>,
     path: PathBuf,
@@ -58,6 +69,7 @@ pub(crate) struct Graph {
     pub(crate) precision: Precision,
     executor: Executor,
     item_shape: Vec<usize>,
+    input_dt: DatumType,
     dim: usize,
 }
 
@@ -142,8 +154,55 @@ impl Graph {
             precision: opts.precision,
             executor,
             item_shape: item_shape.to_vec(),
+            input_dt,
             dim: sidecar.embed_dim,
         })
+    }
+
+    /// Time per operator type, median over `runs` runs of a zero input after 2 warm-up runs
+    /// (tract's plan evaluated node by node), sorted by time, most expensive first.
+    pub(crate) fn profile(&self, runs: usize) -> Result<Vec<OpTime>> {
+        use std::collections::BTreeMap;
+        use tract_onnx::tract_core::plan::{eval, SimpleState};
+        let dt = match self.precision {
+            Precision::F16 if self.input_dt == f32::datum_type() => f16::datum_type(),
+            _ => self.input_dt,
+        };
+        let input = Tensor::zero_dt(dt, &self.shape()).map_err(|e| self.err(e))?;
+        let mut state = SimpleState::new(&self.plan).map_err(|e| self.err(e))?;
+        let model = self.plan.model();
+        let mut samples: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        for run in 0..runs.max(1) + 2 {
+            multithread_tract_scope(self.executor.clone(), || {
+                state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, st, node, inputs| {
+                    let t = std::time::Instant::now();
+                    let out = eval(ctx, st, node, inputs);
+                    if run >= 2 {
+                        samples
+                            .entry(node.id)
+                            .or_default()
+                            .push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    out
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        }
+        let mut by_op: BTreeMap<String, OpTime> = BTreeMap::new();
+        for (id, mut v) in samples {
+            v.sort_by(f64::total_cmp);
+            let op = model.node(id).op.name().to_string();
+            let entry = by_op.entry(op.clone()).or_insert(OpTime {
+                op,
+                nodes: 0,
+                ms: 0.0,
+            });
+            entry.nodes += 1;
+            entry.ms += v[v.len() / 2];
+        }
+        let mut rows: Vec<OpTime> = by_op.into_values().collect();
+        rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(rows)
     }
 
     fn item_len(&self) -> usize {

@@ -7,7 +7,7 @@
 mod graph;
 pub mod tokenizer;
 
-pub use graph::{Precision, RunOptions};
+pub use graph::{OpTime, Precision, RunOptions};
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +100,11 @@ impl ImageEncoder {
     /// (`n × 3 × H × W`), in chunks of the graph's batch size. Returns `n × dim` features.
     pub fn encode(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
         self.graph.run_f32(pixels, n)
+    }
+
+    /// Where one run's time goes, per operator type (median of `runs` runs).
+    pub fn profile(&self, runs: usize) -> Result<Vec<OpTime>> {
+        self.graph.profile(runs)
     }
 }
 
