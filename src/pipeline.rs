@@ -18,11 +18,11 @@ pub struct Timings {
     pub encode_ms: f64,
 }
 
-/// One image's unit-norm feature, or why it has none.
+/// One image's unit-norm feature (borrowed from the batch's output), or why it has none.
 #[derive(Debug)]
-pub struct Embedded {
+pub struct Embedded<'f> {
     pub path: PathBuf,
-    pub result: Result<Vec<f32>>,
+    pub result: Result<&'f [f32]>,
     pub timings: Timings,
 }
 
@@ -47,7 +47,7 @@ impl<'a> Embedder<'a> {
     /// Embeds every path; a file that cannot be read or decoded gets an `Err` entry and the
     /// others go on. `on_item` sees each result as soon as it is ready (for progress and
     /// streaming output).
-    pub fn embed_all(&mut self, paths: &[PathBuf], mut on_item: impl FnMut(Embedded)) {
+    pub fn embed_all(&mut self, paths: &[PathBuf], mut on_item: impl FnMut(Embedded<'_>)) {
         let batch = self.encoder.batch();
         let tensor_len = self.encoder.recipe().tensor_len();
         let dim = self.encoder.dim();
@@ -92,7 +92,7 @@ impl<'a> Embedder<'a> {
                         timings.encode_ms = per_image;
                         on_item(Embedded {
                             path,
-                            result: Ok(f.to_vec()),
+                            result: Ok(f),
                             timings,
                         });
                     }
@@ -147,7 +147,7 @@ pub fn build_cache(
     Embedder::new(encoder, limits).embed_all(&paths, |e| {
         match e.result {
             Ok(f) => {
-                keys.extend_from_slice(&f);
+                keys.extend_from_slice(f);
                 labels.push(label_of[e.path.as_path()]);
             }
             Err(err) => skipped.push(Skipped {

@@ -153,7 +153,7 @@ fn textile_example_end_to_end() {
     let files: Vec<_> = paths.iter().map(|(p, _)| p.clone()).collect();
     let mut i = 0;
     tipedge::pipeline::Embedder::new(&enc, DecodeLimits::default()).embed_all(&files, |e| {
-        adapter.logits(&e.result.unwrap(), &mut logits);
+        adapter.logits(e.result.unwrap(), &mut logits);
         let top = tipedge::adapter::top_k(&logits, 1)[0].0;
         correct += usize::from(top == paths[i].1);
         i += 1;

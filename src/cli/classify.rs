@@ -203,7 +203,7 @@ fn classify(
                 return;
             }
         };
-        adapter.logits(&f, &mut logits);
+        adapter.logits(f, &mut logits);
         let top = top_k(&logits, k);
         let truth = truth_of(&item.path, &class_folders);
         let correct = truth.map(|t| top.first().is_some_and(|b| b.0 == t));
