@@ -16,6 +16,10 @@ pub enum Error {
     /// A few-shot data set folder is unusable (no classes, empty class, ...).
     #[error("{}: {reason}", path.display())]
     Dataset { path: PathBuf, reason: String },
+    /// An adapter pack is missing, corrupt, or built for another model; also a pack that could
+    /// not be written.
+    #[error("{}: {reason}", path.display())]
+    Pack { path: PathBuf, reason: String },
     /// Inputs that do not fit together (dimensions, class counts, ...), no file involved.
     #[error("{0}")]
     Invalid(String),
@@ -45,6 +49,12 @@ impl Error {
             reason: one_line(reason),
         }
     }
+    pub fn pack(path: impl AsRef<Path>, reason: impl std::fmt::Display) -> Self {
+        Error::Pack {
+            path: path.as_ref().to_path_buf(),
+            reason: one_line(reason),
+        }
+    }
 }
 
 /// Error chains from tract and the codecs can span lines; a log line must not.
@@ -66,6 +76,7 @@ pub(crate) fn one_line(reason: impl std::fmt::Display) -> String {
 }
 
 /// Renders a tract error with its causes on one line (`{:#}` of anyhow).
+#[cfg(feature = "runtime")]
 pub(crate) fn tract_reason(e: &tract_onnx::prelude::TractError) -> String {
     one_line(format!("{e:#}"))
 }

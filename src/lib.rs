@@ -5,12 +5,20 @@
 //! class names × templates → [`zeroshot`] classifier W.
 
 pub mod adapter;
+#[cfg(feature = "runtime")]
 pub mod dataset;
+#[cfg(feature = "runtime")]
 pub mod encoder;
 pub mod error;
+pub mod kernel;
+pub mod pack;
+#[cfg(feature = "runtime")]
 pub mod pipeline;
+#[cfg(feature = "runtime")]
 pub mod preprocess;
+#[cfg(feature = "runtime")]
 pub mod sidecar;
+#[cfg(feature = "runtime")]
 pub mod zeroshot;
 
 pub use error::{Error, Result};

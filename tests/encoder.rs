@@ -1,4 +1,5 @@
 //! tract encoders against onnxruntime and PyTorch reference features on the committed graphs.
+#![cfg(feature = "runtime")]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! The reference ids in `models/fixtures/reference/tokens.json` are produced by
 //! `models/make_token_refs.py` with `open_clip.tokenize` (OpenAI CLIP's
 //! SimpleTokenizer). Every case must match exactly.
+#![cfg(feature = "runtime")]
 
 use tipedge::encoder::tokenizer::{Tokenizer, EOT, SOT, VOCAB_SIZE};
 

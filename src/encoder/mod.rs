@@ -161,12 +161,4 @@ fn read_sidecar(graph: &Path, tower: Tower) -> Result<Sidecar> {
     Ok(sidecar)
 }
 
-/// L2-normalises each `dim`-long row in place (rows of norm 0 are left at 0).
-pub fn l2_normalize_rows(x: &mut [f32], dim: usize) {
-    for row in x.chunks_exact_mut(dim) {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            row.iter_mut().for_each(|v| *v /= norm);
-        }
-    }
-}
+pub use crate::kernel::l2_normalize_rows;

@@ -7,12 +7,14 @@
 //! point, intermediate rounding to 8 bits), so the normalised tensor matches PIL to the last
 //! rounding step instead of differing by a pixel level here and there, as a generic resizer would.
 
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use crate::error::{Error, Result};
+
+mod jpeg;
 
 /// Resampling filter of the resize step (Pillow's definitions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,20 +74,30 @@ impl Default for DecodeLimits {
 
 /// Reads an image file and returns it upright (EXIF orientation applied) as 8-bit RGB.
 ///
-/// Grayscale is replicated, alpha dropped (as PIL's `convert("RGB")`), 16-bit scaled to 8 bits,
-/// CMYK converted by the decoder.
+/// JPEG (recognised by its magic bytes, whatever the extension) is decoded with libjpeg-turbo's
+/// algorithms and gives Pillow's pixels exactly ([`jpeg`]); a truncated JPEG is an error, as in
+/// Pillow. Other formats go through the `image` crate. Grayscale is replicated, alpha dropped (as
+/// PIL's `convert("RGB")`), 16-bit scaled to 8 bits, CMYK converted with Pillow's formula.
 pub fn load_rgb(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
-    let mut file =
+    let file =
         std::fs::File::open(path).map_err(|e| Error::image(path, crate::sidecar::io_reason(&e)))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len == 0 {
+    let mut reader = BufReader::new(file);
+    let head = reader
+        .fill_buf()
+        .map_err(|e| Error::image(path, format!("cannot read: {e}")))?;
+    if head.is_empty() {
         // Distinguish an empty file from a corrupt one: a camera that failed to write shows up here.
-        let mut probe = [0u8; 1];
-        if file.read(&mut probe).unwrap_or(0) == 0 {
-            return Err(Error::image(path, "empty file (0 bytes)"));
-        }
+        return Err(Error::image(path, "empty file (0 bytes)"));
     }
-    decode_rgb(BufReader::new(file), path, limits)
+    if jpeg::is_jpeg(head) {
+        // libjpeg decodes from memory; the `image` crate's JPEG decoder also reads the whole file.
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::image(path, format!("cannot read: {e}")))?;
+        return decode_jpeg(&bytes, path, limits);
+    }
+    decode_rgb(reader, path, limits)
 }
 
 /// Decodes an in-memory image; `name` is used in error messages.
@@ -93,9 +105,42 @@ pub fn decode_rgb_bytes(bytes: &[u8], name: &Path, limits: &DecodeLimits) -> Res
     if bytes.is_empty() {
         return Err(Error::image(name, "empty file (0 bytes)"));
     }
+    if jpeg::is_jpeg(bytes) {
+        return decode_jpeg(bytes, name, limits);
+    }
     decode_rgb(std::io::Cursor::new(bytes), name, limits)
 }
 
+fn decode_jpeg(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
+    let (rgb, orientation) = jpeg::decode(bytes, path, limits)?;
+    let mut img = DynamicImage::ImageRgb8(rgb);
+    img.apply_orientation(orientation);
+    Ok(match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    })
+}
+
+/// The decompression-bomb guard, applied to the dimensions a file's header declares.
+fn check_dimensions(w: u32, h: u32, path: &Path, limits: &DecodeLimits) -> Result<()> {
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > limits.max_pixels {
+        return Err(Error::image(
+            path,
+            format!(
+                "{w}×{h} = {:.1} MP exceeds the {:.1} MP limit (decompression-bomb guard)",
+                pixels as f64 / 1e6,
+                limits.max_pixels as f64 / 1e6
+            ),
+        ));
+    }
+    if pixels == 0 {
+        return Err(Error::image(path, format!("image has no pixels ({w}×{h})")));
+    }
+    Ok(())
+}
+
+/// Formats other than JPEG, with the `image` crate.
 fn decode_rgb<R: std::io::BufRead + std::io::Seek>(
     reader: R,
     path: &Path,
@@ -114,20 +159,7 @@ fn decode_rgb<R: std::io::BufRead + std::io::Seek>(
         .into_decoder()
         .map_err(|e| Error::image(path, format!("cannot decode: {e}")))?;
     let (w, h) = decoder.dimensions();
-    let pixels = u64::from(w) * u64::from(h);
-    if pixels > limits.max_pixels {
-        return Err(Error::image(
-            path,
-            format!(
-                "{w}×{h} = {:.1} MP exceeds the {:.1} MP limit (decompression-bomb guard)",
-                pixels as f64 / 1e6,
-                limits.max_pixels as f64 / 1e6
-            ),
-        ));
-    }
-    if pixels == 0 {
-        return Err(Error::image(path, format!("image has no pixels ({w}×{h})")));
-    }
+    check_dimensions(w, h, path, limits)?;
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);

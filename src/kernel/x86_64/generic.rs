@@ -1,0 +1,422 @@
+//! The dot-product tiles written once over a small vector trait ([`Vector`]); `avx2.rs` and
+//! `avx512.rs` instantiate them (the memchr `arch/generic` pattern).
+//!
+//! A block computes the `K × Q` dot products of `K` keys with `Q` queries over the whole
+//! dimension, with `K × Q` accumulators held in registers: each chunk of a key is loaded (and
+//! converted: `vcvtph2ps`, `vpmovsxbw`) once and multiplied with `Q` queries, each query chunk
+//! once per `K` keys. At the end the accumulators are reduced four at a time (one `hadd` tree
+//! for four sums), and the `dim % LANES` tail elements are added in scalar code.
+//!
+//! Everything here is `#[inline(always)]` so that it is compiled inside the `#[target_feature]`
+//! entry points of the instantiating module, with that module's features.
+
+use half::f16;
+
+use crate::kernel::QueryI16;
+
+/// One SIMD width's worth of operations. Every method is a thin wrapper over one or two
+/// intrinsics; calling any of them requires the implementor's target features.
+pub(super) trait Vector: Copy {
+    /// f32 lanes (a vector of f32, or of f16 widened to f32).
+    type F: Copy;
+    /// i32 lanes (accumulators), also used for 2× as many i16 lanes.
+    type I: Copy;
+    /// f32 (and f16) elements per `F`.
+    const F_LANES: usize;
+    /// i16 (and int8 key) elements per `I`.
+    const I_LANES: usize;
+
+    unsafe fn f_zero() -> Self::F;
+    unsafe fn f_load(p: *const f32) -> Self::F;
+    /// `F_LANES` halves widened to f32.
+    unsafe fn f_load_f16(p: *const f16) -> Self::F;
+    /// `acc + a·b`, fused.
+    unsafe fn f_fma(a: Self::F, b: Self::F, acc: Self::F) -> Self::F;
+    /// Horizontal sums of four vectors.
+    unsafe fn f_sum4(v: [Self::F; 4]) -> [f32; 4];
+
+    unsafe fn i_zero() -> Self::I;
+    /// `I_LANES` i16 values.
+    unsafe fn i_load_i16(p: *const i16) -> Self::I;
+    /// `I_LANES` int8 values sign-extended to i16.
+    unsafe fn i_load_i8(p: *const i8) -> Self::I;
+    /// `acc + (a₀b₀ + a₁b₁, a₂b₂ + a₃b₃, …)` over i16 lanes into i32 lanes.
+    unsafe fn i_dot_acc(a: Self::I, b: Self::I, acc: Self::I) -> Self::I;
+    unsafe fn i_sum4(v: [Self::I; 4]) -> [i32; 4];
+}
+
+/// A float key element: f32, or f16 widened on load.
+pub(super) trait FloatKey: Copy {
+    unsafe fn load<V: Vector>(p: *const Self) -> V::F;
+    fn to_f32(self) -> f32;
+}
+
+impl FloatKey for f32 {
+    #[inline(always)]
+    unsafe fn load<V: Vector>(p: *const f32) -> V::F {
+        V::f_load(p)
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl FloatKey for f16 {
+    #[inline(always)]
+    unsafe fn load<V: Vector>(p: *const f16) -> V::F {
+        V::f_load_f16(p)
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+/// Software prefetch of the next block's keys, spread over this block's iterations.
+///
+/// The blocks read `K` key rows side by side, a few cache lines from each (512 bytes for an
+/// int8 key of C = 512), and a group of 8 such keys is exactly one 4 KiB page: too short and too
+/// interleaved for the hardware stream prefetchers, which also stop at page boundaries. So each
+/// block prefetches the `K` rows that follow its own (the next block, or the next tile: keys are
+/// contiguous), `per_iter` lines per iteration of its loop over the dimension. Only the first
+/// block over a group of keys does (the first queries): the later ones find the keys in L1.
+struct Prefetch {
+    next: *const u8,
+    lines: usize,
+    per_iter: usize,
+}
+
+impl Prefetch {
+    #[inline(always)]
+    fn new<T>(keys: *const T, rows: usize, dim: usize, chunks: usize) -> Prefetch {
+        let bytes = rows * dim * core::mem::size_of::<T>();
+        let lines = bytes.div_ceil(64);
+        Prefetch {
+            // wrapping_add: past the last key this points outside the slice; prefetching an
+            // address never faults and nothing is read through the pointer.
+            next: (keys as *const u8).wrapping_add(bytes),
+            lines,
+            per_iter: lines.div_ceil(chunks.max(1)),
+        }
+    }
+    #[inline(always)]
+    fn at(&self, j: usize) {
+        for p in 0..self.per_iter {
+            let l = j * self.per_iter + p;
+            if l < self.lines {
+                // SAFETY: SSE prefetch is baseline x86_64 and has no memory effects.
+                unsafe {
+                    core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                        self.next.wrapping_add(64 * l) as *const i8,
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// Register-tile shapes of one instantiation: `K × Q` for batches of at least `Q` queries
+/// (remainders `K × 1`, `1 × Q`, `1 × 1`), `K1 × 1` for batches of fewer than `Q` (single
+/// queries: the memory-bound case, where more keys in flight help most).
+pub(super) struct Shape<const K: usize, const Q: usize, const K1: usize>;
+
+/// Reduce the `K × Q` accumulators four at a time.
+#[inline(always)]
+unsafe fn reduce<T: Copy, S: Copy + Default, const K: usize, const Q: usize>(
+    acc: &[[T; Q]; K],
+    zero: T,
+    sum4: impl Fn([T; 4]) -> [S; 4],
+) -> [[S; Q]; K] {
+    let mut sums = [[S::default(); Q]; K];
+    let mut idx = 0;
+    while idx < K * Q {
+        let v: [T; 4] = core::array::from_fn(|m| {
+            let x = idx + m;
+            if x < K * Q {
+                acc[x / Q][x % Q]
+            } else {
+                zero
+            }
+        });
+        let s = sum4(v);
+        for (m, s) in s.into_iter().enumerate() {
+            let x = idx + m;
+            if x < K * Q {
+                sums[x / Q][x % Q] = s;
+            }
+        }
+        idx += 4;
+    }
+    sums
+}
+
+/// `out[k·batch + b] = q_b · key_k` for `K` keys at `keys` and `Q` queries at `q` (both
+/// row-major with row length `dim`).
+///
+/// Safety: `V`'s target features are present; `q` holds `Q` rows, `keys` `K` rows, and
+/// `out[k·batch + b]` is in bounds for `k < K`, `b < Q`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `acc[k][b]` over both indices reads clearest
+unsafe fn block_f<V: Vector, T: FloatKey, const K: usize, const Q: usize>(
+    q: *const f32,
+    dim: usize,
+    keys: *const T,
+    out: *mut f32,
+    batch: usize,
+    prefetch_next: bool,
+) {
+    let chunks = dim / V::F_LANES;
+    let prefetch = Prefetch::new(keys, K, dim, chunks);
+    let mut acc = [[V::f_zero(); Q]; K];
+    for j in 0..chunks {
+        if prefetch_next {
+            prefetch.at(j);
+        }
+        let off = j * V::F_LANES;
+        let kv: [V::F; K] =
+            core::array::from_fn(|k| unsafe { T::load::<V>(keys.add(k * dim + off)) });
+        for b in 0..Q {
+            let qv = V::f_load(q.add(b * dim + off));
+            for k in 0..K {
+                acc[k][b] = V::f_fma(kv[k], qv, acc[k][b]);
+            }
+        }
+    }
+    let mut sums = reduce(&acc, V::f_zero(), |v| unsafe { V::f_sum4(v) });
+    for t in chunks * V::F_LANES..dim {
+        for (k, row) in sums.iter_mut().enumerate() {
+            let kt = (*keys.add(k * dim + t)).to_f32();
+            for (b, s) in row.iter_mut().enumerate() {
+                *s += *q.add(b * dim + t) * kt;
+            }
+        }
+    }
+    for (k, row) in sums.iter().enumerate() {
+        for (b, s) in row.iter().enumerate() {
+            *out.add(k * batch + b) = *s;
+        }
+    }
+}
+
+/// The int8 counterpart of [`block_f`]: i16 queries × int8 keys in i32, then
+/// `out = dot · (query_scale · key_scale)` (the same expression as the scalar kernel, so the
+/// similarities agree bit for bit: the integer sums are exact).
+///
+/// Safety: as [`block_f`], plus `qs` holds `Q` and `ks` `K` scales.
+#[inline(always)]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn block_i8<V: Vector, const K: usize, const Q: usize>(
+    q: *const i16,
+    qs: *const f32,
+    dim: usize,
+    keys: *const i8,
+    ks: *const f32,
+    out: *mut f32,
+    batch: usize,
+    prefetch_next: bool,
+) {
+    let chunks = dim / V::I_LANES;
+    let prefetch = Prefetch::new(keys, K, dim, chunks);
+    let mut acc = [[V::i_zero(); Q]; K];
+    for j in 0..chunks {
+        if prefetch_next {
+            prefetch.at(j);
+        }
+        let off = j * V::I_LANES;
+        let kv: [V::I; K] =
+            core::array::from_fn(|k| unsafe { V::i_load_i8(keys.add(k * dim + off)) });
+        for b in 0..Q {
+            let qv = V::i_load_i16(q.add(b * dim + off));
+            for k in 0..K {
+                acc[k][b] = V::i_dot_acc(kv[k], qv, acc[k][b]);
+            }
+        }
+    }
+    let mut sums = reduce(&acc, V::i_zero(), |v| unsafe { V::i_sum4(v) });
+    for t in chunks * V::I_LANES..dim {
+        for (k, row) in sums.iter_mut().enumerate() {
+            let kt = *keys.add(k * dim + t) as i32;
+            for (b, s) in row.iter_mut().enumerate() {
+                *s += *q.add(b * dim + t) as i32 * kt;
+            }
+        }
+    }
+    for (k, row) in sums.iter().enumerate() {
+        for (b, s) in row.iter().enumerate() {
+            *out.add(k * batch + b) = *s as f32 * (*qs.add(b) * *ks.add(k));
+        }
+    }
+}
+
+/// One kind of block (float or int8 keys), run at a given shape.
+trait Block {
+    /// The `K × Q` block at key `i`, query `b`; the first block over keys `i..i + K` (`b == 0`)
+    /// prefetches the next `K` keys.
+    unsafe fn run<const K: usize, const Q: usize>(&self, i: usize, b: usize);
+}
+
+/// Covers every (key, query) pair of a tile of `n` keys and `batch` queries exactly once:
+/// `K × Q` blocks (key remainder `1 × Q`, query remainder `K × 1` and `1 × 1`) when the batch
+/// has at least `Q` queries, else `K1 × 1` blocks query by query.
+#[inline(always)]
+unsafe fn walk<B: Block, const K: usize, const Q: usize, const K1: usize>(
+    n: usize,
+    batch: usize,
+    block: &B,
+) {
+    if batch >= Q {
+        let mut i = 0;
+        while i + K <= n {
+            let mut b = 0;
+            while b + Q <= batch {
+                block.run::<K, Q>(i, b);
+                b += Q;
+            }
+            while b < batch {
+                block.run::<K, 1>(i, b);
+                b += 1;
+            }
+            i += K;
+        }
+        while i < n {
+            let mut b = 0;
+            while b + Q <= batch {
+                block.run::<1, Q>(i, b);
+                b += Q;
+            }
+            while b < batch {
+                block.run::<1, 1>(i, b);
+                b += 1;
+            }
+            i += 1;
+        }
+    } else {
+        for b in 0..batch {
+            let mut i = 0;
+            while i + K1 <= n {
+                block.run::<K1, 1>(i, b);
+                i += K1;
+            }
+            while i < n {
+                block.run::<1, 1>(i, b);
+                i += 1;
+            }
+        }
+    }
+}
+
+struct FloatBlock<V, T> {
+    q: *const f32,
+    keys: *const T,
+    out: *mut f32,
+    dim: usize,
+    batch: usize,
+    _v: core::marker::PhantomData<V>,
+}
+
+impl<V: Vector, T: FloatKey> Block for FloatBlock<V, T> {
+    #[inline(always)]
+    unsafe fn run<const K: usize, const Q: usize>(&self, i: usize, b: usize) {
+        let (dim, batch) = (self.dim, self.batch);
+        block_f::<V, T, K, Q>(
+            self.q.add(b * dim),
+            dim,
+            self.keys.add(i * dim),
+            self.out.add(i * batch + b),
+            batch,
+            b == 0,
+        )
+    }
+}
+
+struct I8Block<V> {
+    q: *const i16,
+    qs: *const f32,
+    keys: *const i8,
+    ks: *const f32,
+    out: *mut f32,
+    dim: usize,
+    batch: usize,
+    _v: core::marker::PhantomData<V>,
+}
+
+impl<V: Vector> Block for I8Block<V> {
+    #[inline(always)]
+    unsafe fn run<const K: usize, const Q: usize>(&self, i: usize, b: usize) {
+        let (dim, batch) = (self.dim, self.batch);
+        block_i8::<V, K, Q>(
+            self.q.add(b * dim),
+            self.qs.add(b),
+            dim,
+            self.keys.add(i * dim),
+            self.ks.add(i),
+            self.out.add(i * batch + b),
+            batch,
+            b == 0,
+        )
+    }
+}
+
+/// The `Ops::dots_f32` / `dots_f16` contract for one instantiation.
+///
+/// Safety: `V`'s target features are present.
+#[inline(always)]
+pub(super) unsafe fn dots_float<
+    V: Vector,
+    T: FloatKey,
+    const K: usize,
+    const Q: usize,
+    const K1: usize,
+>(
+    _shape: Shape<K, Q, K1>,
+    q: &[f32],
+    batch: usize,
+    dim: usize,
+    keys: &[T],
+    out: &mut [f32],
+) {
+    // These make every block's pointer offsets in bounds.
+    assert!(dim > 0 && keys.len().is_multiple_of(dim));
+    let n = keys.len() / dim;
+    assert!(q.len() >= batch * dim && out.len() >= n * batch);
+    let block = FloatBlock::<V, T> {
+        q: q.as_ptr(),
+        keys: keys.as_ptr(),
+        out: out.as_mut_ptr(),
+        dim,
+        batch,
+        _v: core::marker::PhantomData,
+    };
+    walk::<_, K, Q, K1>(n, batch, &block);
+}
+
+/// The `Ops::dots_i8` contract for one instantiation.
+///
+/// Safety: `V`'s target features are present.
+#[inline(always)]
+pub(super) unsafe fn dots_i8<V: Vector, const K: usize, const Q: usize, const K1: usize>(
+    _shape: Shape<K, Q, K1>,
+    q: &QueryI16<'_>,
+    keys: &[i8],
+    scales: &[f32],
+    out: &mut [f32],
+) {
+    let (batch, dim) = (q.batch, q.dim);
+    // These make every block's pointer offsets in bounds.
+    assert!(dim > 0 && keys.len().is_multiple_of(dim));
+    let n = keys.len() / dim;
+    assert!(scales.len() == n && out.len() >= n * batch);
+    assert!(q.values.len() >= batch * dim && q.scales.len() >= batch);
+    let block = I8Block::<V> {
+        q: q.values.as_ptr(),
+        qs: q.scales.as_ptr(),
+        keys: keys.as_ptr(),
+        ks: scales.as_ptr(),
+        out: out.as_mut_ptr(),
+        dim,
+        batch,
+        _v: core::marker::PhantomData,
+    };
+    walk::<_, K, Q, K1>(n, batch, &block);
+}
