@@ -1,0 +1,194 @@
+//! The adapter pack: one file holding a Tip-Adapter cache (class-sorted keys, their labels, the
+//! class names, optionally the text classifier W) with α, β, the logit scale, the fingerprint of
+//! the image encoder that made the keys, and how they were made. The byte layout is specified in
+//! `src/pack/FORMAT.md`.
+//!
+//! - [`write_pack`] writes one atomically (temp file, fsync, rename, fsync of the directory) and
+//!   refuses contents the reader would refuse.
+//! - [`Pack::open`] memory-maps one and verifies all of it before handing anything out: every
+//!   checksum, every bound, every count, the values themselves, and the caller's [`Expect`]ations
+//!   (feature dim, encoder fingerprint). Keys, scales, labels, offsets and W are then borrowed
+//!   slices of the mapping, never copied.
+//! - [`inspect`] reports what a pack holds and which checksums fail, without stopping at the
+//!   first.
+//!
+//! Every refusal is one line: `"<file>: <section>: <reason>"`. This module knows nothing about
+//! tract (see DESIGN.md); it compiles with `--no-default-features`.
+
+mod format;
+mod inspect;
+mod reader;
+mod verify;
+mod writer;
+
+pub use format::{
+    SectionId, ALIGN, ENCODER_NAME_LEN, HEADER_LEN, MAGIC, MAX_DIM, TOOL_VERSION_LEN, VERSION,
+};
+pub use inspect::{inspect, inspect_bytes, ChecksumStatus, ClassInfo, Inspection, SectionInfo};
+pub use reader::Pack;
+pub use writer::{encode, write_pack, write_with_alpha_beta};
+
+use crate::kernel::{self, KeyData, KeyDtype};
+use crate::{Error, Result};
+use half::f16;
+use std::fmt;
+
+/// Which image encoder produced the keys: the sha256 of its graph (from the model sidecar) and a
+/// short name for messages. Only the sha256 is compared.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EncoderId {
+    /// At most [`ENCODER_NAME_LEN`] bytes of UTF-8, no control characters.
+    pub name: String,
+    pub sha256: [u8; 32],
+}
+
+impl EncoderId {
+    /// The first 12 hex digits of the fingerprint, enough to tell encoders apart in a message.
+    pub fn short_sha256(&self) -> String {
+        let mut s = hex(&self.sha256[..6]);
+        s.push('…');
+        s
+    }
+    /// All 64 hex digits.
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.sha256)
+    }
+}
+
+impl fmt::Display for EncoderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}' (sha256 {})", self.name, self.short_sha256())
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How the cache was built, kept for the record (`tipedge inspect`); never checked against
+/// anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// Shots (labelled images) per class.
+    pub shots: u32,
+    /// Augmentation epochs averaged into each key.
+    pub augment_epochs: u32,
+    /// Seed of the augmentation.
+    pub seed: u64,
+    /// Version of the tool that wrote the pack; at most [`TOOL_VERSION_LEN`] bytes of UTF-8.
+    pub tool_version: String,
+    /// Creation time, Unix seconds. An input, so that output is reproducible.
+    pub created_unix: i64,
+}
+
+/// What the caller's model requires of a pack; `None` means "any".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expect {
+    /// The image encoder's embedding dimension.
+    pub dim: Option<usize>,
+    /// The image encoder; a pack made with another graph (other sha256) is refused.
+    pub encoder: Option<EncoderId>,
+}
+
+impl Expect {
+    /// No expectations: any well-formed pack opens.
+    pub fn any() -> Expect {
+        Expect::default()
+    }
+    /// A pack for this model: this feature dim and this encoder graph.
+    pub fn model(dim: usize, encoder: EncoderId) -> Expect {
+        Expect {
+            dim: Some(dim),
+            encoder: Some(encoder),
+        }
+    }
+}
+
+/// The header of a pack, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Header {
+    pub version: u32,
+    /// Total bytes of the file as the header records it.
+    pub file_len: u64,
+    /// Feature dimension C.
+    pub dim: usize,
+    /// Number of keys (shots × classes for a plain cache).
+    pub n_keys: usize,
+    pub n_classes: usize,
+    pub key_dtype: KeyDtype,
+    pub logit_scale: f32,
+    /// Tip-Adapter's residual ratio α.
+    pub alpha: f32,
+    /// Tip-Adapter's sharpness β.
+    pub beta: f32,
+    pub encoder: EncoderId,
+    pub provenance: Provenance,
+}
+
+/// Everything a pack holds, borrowed from the caller: the input of [`write_pack`].
+#[derive(Clone, Copy, Debug)]
+pub struct PackContents<'a> {
+    /// Feature dimension C.
+    pub dim: usize,
+    /// Keys, row-major `n_keys × dim`, sorted by class.
+    pub key_data: KeyData<'a>,
+    /// `n_classes + 1` entries: class `c` owns keys `class_offsets[c]..class_offsets[c+1]`.
+    pub class_offsets: &'a [u32],
+    /// One label per key, the class index; must agree with `class_offsets`.
+    pub labels: &'a [u32],
+    /// One per class: non-empty, unique, UTF-8 without control characters.
+    pub class_names: &'a [String],
+    /// The zero-shot classifier W, row-major `n_classes × dim`; `None` for image-only backbones.
+    pub text_classifier: Option<&'a [f32]>,
+    pub logit_scale: f32,
+    pub alpha: f32,
+    pub beta: f32,
+    pub encoder: &'a EncoderId,
+    pub provenance: &'a Provenance,
+}
+
+/// Keys converted from f32 into the dtype they are stored in, ready for [`PackContents`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum OwnedKeys {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    I8 { values: Vec<i8>, scales: Vec<f32> },
+}
+
+impl OwnedKeys {
+    /// Converts row-major `n × dim` f32 keys: fp16 by rounding to nearest, int8 with one absmax
+    /// scale per key ([`kernel::quantize_key_i8`]).
+    pub fn from_f32(dtype: KeyDtype, dim: usize, keys: &[f32]) -> Result<OwnedKeys> {
+        if dim == 0 || !keys.len().is_multiple_of(dim) {
+            return Err(Error::Invalid(format!(
+                "{} key values are not a whole number of keys of dimension {dim}",
+                keys.len()
+            )));
+        }
+        Ok(match dtype {
+            KeyDtype::F32 => OwnedKeys::F32(keys.to_vec()),
+            KeyDtype::F16 => OwnedKeys::F16(keys.iter().map(|&x| f16::from_f32(x)).collect()),
+            KeyDtype::I8 => {
+                let mut values = vec![0i8; keys.len()];
+                let scales = keys
+                    .chunks_exact(dim)
+                    .zip(values.chunks_exact_mut(dim))
+                    .map(|(k, v)| kernel::quantize_key_i8(k, v))
+                    .collect();
+                OwnedKeys::I8 { values, scales }
+            }
+        })
+    }
+
+    pub fn dtype(&self) -> KeyDtype {
+        self.as_key_data().dtype()
+    }
+
+    pub fn as_key_data(&self) -> KeyData<'_> {
+        match self {
+            OwnedKeys::F32(v) => KeyData::F32(v),
+            OwnedKeys::F16(v) => KeyData::F16(v),
+            OwnedKeys::I8 { values, scales } => KeyData::I8 { values, scales },
+        }
+    }
+}
