@@ -1,5 +1,6 @@
 //! Zero-shot classifier and Tip-Adapter logits against the Python re-implementation of the
 //! official functions (models/make_references.py), and the textile example end to end.
+#![cfg(feature = "runtime")]
 
 mod common;
 
@@ -64,11 +65,11 @@ fn zero_shot_classifier_and_logits_match_official() {
     let mut f = image.encode(&input, 3).unwrap();
     l2_normalize_rows(&mut f, image.dim());
     let cache = Cache::new(image.dim(), Vec::new(), Vec::new(), classes.len()).unwrap();
-    let adapter = TipAdapter::new(cache, Some(w)).unwrap();
+    let mut adapter = TipAdapter::new(cache.view(), Some(&w)).unwrap();
     let expected = common::read_f32(&common::reference("zeroshot_logits.npy")).data;
     let mut logits = vec![0.0; classes.len()];
     for (row, q) in f.chunks(image.dim()).enumerate() {
-        adapter.logits(q, &mut logits);
+        adapter.logits(q, &mut logits).unwrap();
         let want = &expected[row * classes.len()..(row + 1) * classes.len()];
         let diff = common::max_abs_diff(&logits, want);
         println!("zero-shot logits row {row}: max |Δ| {diff:.2e}");
@@ -89,15 +90,14 @@ fn cache_logits_match_reference_on_reference_features() {
     let mut queries = common::read_f32(&common::reference("textile_query_features.npy"));
     let dim = keys.shape[1];
     l2_normalize_rows(&mut queries.data, dim);
-    let adapter = TipAdapter {
-        alpha: 1.0,
-        beta: 1.0,
-        ..TipAdapter::new(Cache::new(dim, keys.data.clone(), labels, 3).unwrap(), None).unwrap()
-    };
+    let cache = Cache::new(dim, keys.data.clone(), labels, 3).unwrap();
+    let mut adapter = TipAdapter::new(cache.view(), None).unwrap();
+    adapter.alpha = 1.0;
+    adapter.beta = 1.0;
     let expected = common::read_f32(&common::reference("textile_cache_logits.npy")).data;
     let mut logits = [0f32; 3];
     for (i, q) in queries.data.chunks(dim).enumerate() {
-        adapter.logits(q, &mut logits);
+        adapter.logits(q, &mut logits).unwrap();
         for (a, b) in logits.iter().zip(&expected[i * 3..i * 3 + 3]) {
             assert!(
                 (a - b).abs() <= 1e-4 * b.abs().max(1.0),
@@ -141,11 +141,9 @@ fn textile_example_end_to_end() {
     println!("textile keys: min cosine vs PyTorch {worst:.6}");
     assert!(worst >= 0.999, "{worst}");
 
-    let adapter = TipAdapter {
-        alpha: 1.0,
-        beta: 1.0,
-        ..TipAdapter::new(cache, None).unwrap()
-    };
+    let mut adapter = TipAdapter::new(cache.view(), None).unwrap();
+    adapter.alpha = 1.0;
+    adapter.beta = 1.0;
     let queries = LabelledSet::read(&common::repo("examples/textile/query")).unwrap();
     let mut correct = 0;
     let mut logits = vec![0.0; 3];
@@ -153,7 +151,7 @@ fn textile_example_end_to_end() {
     let files: Vec<_> = paths.iter().map(|(p, _)| p.clone()).collect();
     let mut i = 0;
     tipedge::pipeline::Embedder::new(&enc, DecodeLimits::default()).embed_all(&files, |e| {
-        adapter.logits(e.result.unwrap(), &mut logits);
+        adapter.logits(e.result.unwrap(), &mut logits).unwrap();
         let top = tipedge::adapter::top_k(&logits, 1)[0].0;
         correct += usize::from(top == paths[i].1);
         i += 1;

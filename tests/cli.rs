@@ -1,4 +1,5 @@
 //! The `tipedge` binary as a user meets it.
+#![cfg(feature = "runtime")]
 
 mod common;
 
@@ -54,21 +55,7 @@ fn json_is_one_object_per_image() {
 #[test]
 fn clip_model_with_shots_uses_both_terms() {
     let dir = tempfile::tempdir().unwrap();
-    let shots = dir.path().join("shots");
-    for (class, files) in [
-        ("tabby_cat", ["chelsea.jpg", "chelsea_rgba.png"]),
-        ("coffee_cup", ["coffee.jpg", "coffee.tiff"]),
-        ("rocket", ["rocket.jpg", "rocket_exif6.jpg"]),
-    ] {
-        std::fs::create_dir_all(shots.join(class)).unwrap();
-        for f in files {
-            std::fs::copy(
-                common::fixture(&format!("images/{f}")),
-                shots.join(class).join(f),
-            )
-            .unwrap();
-        }
-    }
+    let shots = three_class_shots(dir.path());
     let model = common::fixture("clip-tiny");
     let run = |alpha: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_tipedge"))
@@ -82,10 +69,7 @@ fn clip_model_with_shots_uses_both_terms() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        text(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .collect::<Vec<_>>()
+        json_lines(&out.stdout)
     };
     let cached = run("1000");
     assert_eq!(cached.len(), 6);
@@ -100,6 +84,150 @@ fn clip_model_with_shots_uses_both_terms() {
         .iter()
         .zip(&cached)
         .any(|(z, c)| z["top"][0]["logit"] != c["top"][0]["logit"]));
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    text(stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .collect()
+}
+
+/// Three classes of two real photos each, under `dir/shots`.
+fn three_class_shots(dir: &Path) -> std::path::PathBuf {
+    let shots = dir.join("shots");
+    for (class, files) in [
+        ("tabby_cat", ["chelsea.jpg", "chelsea_rgba.png"]),
+        ("coffee_cup", ["coffee.jpg", "coffee.tiff"]),
+        ("rocket", ["rocket.jpg", "rocket_exif6.jpg"]),
+    ] {
+        std::fs::create_dir_all(shots.join(class)).unwrap();
+        for f in files {
+            std::fs::copy(
+                common::fixture(&format!("images/{f}")),
+                shots.join(class).join(f),
+            )
+            .unwrap();
+        }
+    }
+    shots
+}
+
+/// `cache build` → `inspect` → `classify --pack`: the pack carries keys, classes, W, α and β,
+/// scores like the in-memory cache, and a damaged pack or another model's pack is refused.
+#[test]
+fn cache_pack_round_trip_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let shots = three_class_shots(dir.path());
+    let model = common::fixture("clip-tiny");
+    let pack = dir.path().join("cats.pack");
+    let mut top1 = Vec::new();
+    for keys in ["int8", "fp16", "f32"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tipedge"))
+            .args(["cache", "build", "--json", "--keys", keys])
+            .args(["--alpha", "1000", "--beta", "50", "--model"])
+            .arg(&model)
+            .arg("--shots")
+            .arg(&shots)
+            .arg("--out")
+            .arg(&pack)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let built = &json_lines(&out.stdout)[0];
+        assert_eq!(built["keys"], 6);
+        assert_eq!(built["key_dtype"], keys);
+        assert_eq!(built["text_classifier"], true);
+
+        let out = Command::new(env!("CARGO_BIN_EXE_tipedge"))
+            .args(["inspect", "--json"])
+            .arg(&pack)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let info = &json_lines(&out.stdout)[0];
+        assert_eq!(info["ok"], true);
+        assert_eq!(info["n_keys"], 6);
+        assert_eq!(info["alpha"], 1000.0);
+        let names: Vec<&str> = info["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["coffee cup", "rocket", "tabby cat"]);
+        assert!(info["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["checksum"] == "ok"));
+
+        // α and β come from the pack: every shot is recognised as its own class.
+        let out = Command::new(env!("CARGO_BIN_EXE_tipedge"))
+            .args(["classify", "--json", "--model"])
+            .arg(&model)
+            .arg("--pack")
+            .arg(&pack)
+            .arg(&shots)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let lines = json_lines(&out.stdout);
+        assert_eq!(lines.len(), 6);
+        assert!(
+            lines.iter().all(|v| v["correct"] == true),
+            "{keys}: {lines:?}"
+        );
+        top1.push(
+            lines
+                .iter()
+                .map(|v| v["top"][0]["label"].clone())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(top1.windows(2).all(|w| w[0] == w[1]));
+
+    // One flipped byte in the keys: inspect names the section, classify refuses the pack.
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x10;
+    let bad = dir.path().join("bad.pack");
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = tipedge(&["inspect", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains("MISMATCH"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tipedge"))
+        .args(["classify", "--model"])
+        .arg(&model)
+        .arg("--pack")
+        .arg(&bad)
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("bad.pack") && stderr.contains("crc32c"),
+        "{stderr}"
+    );
+
+    // A pack built with another encoder is refused before use.
+    let out = Command::new(env!("CARGO_BIN_EXE_tipedge"))
+        .args(["classify", "--model"])
+        .arg(common::fixture("efficientnet-lite0"))
+        .arg("--pack")
+        .arg(&pack)
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cats.pack"), "{stderr}");
 }
 
 #[test]

@@ -6,15 +6,58 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use tipedge::dataset::expand_inputs;
 use tipedge::encoder::{ImageEncoder, ModelPaths};
+use tipedge::kernel::bench::{run as run_kernel_bench, BenchConfig};
+use tipedge::kernel::{Isa, KeyDtype, MAX_BATCH};
 use tipedge::preprocess::{load_rgb, Preprocessor};
 
 use super::common::RuntimeArgs;
+use super::EXIT_OK;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Time an image encoder: load time, median latency per run, peak memory; optionally
     /// decode + preprocess time per image on real files (compare with the encode time).
     Encoder(EncoderArgs),
+    /// Time the affinity kernel (the cache term: s = f·Kᵀ, exp, per-class sums) on synthetic
+    /// class-sorted keys, and the machine's read bandwidth in the same run: the kernel's
+    /// physical limit. By default the keys take 64 MiB, more than the last-level cache, so they
+    /// stream from DRAM as a large cache would.
+    ///
+    /// Prints ns per key per query and GB/s of key bytes read, with the ratio to the measured
+    /// read bandwidth. Example:
+    ///   tipedge bench kernel --dim 512 --dtype int8 --batch 1 --json
+    Kernel(KernelArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KernelArgs {
+    /// Number of keys [default: as many as fill 64 MiB].
+    #[arg(long)]
+    keys: Option<usize>,
+    /// Feature dimension C.
+    #[arg(long, default_value_t = 512)]
+    dim: usize,
+    /// Key storage: int8, fp16 or f32.
+    #[arg(long, default_value = "int8")]
+    dtype: KeyDtype,
+    /// Queries scored per pass over the keys (1..=32).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Threads the keys are split over (at class boundaries).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Kernel: scalar, avx2, avx512vnni, neon, neon-dotprod [default: the best this CPU has].
+    #[arg(long)]
+    isa: Option<Isa>,
+    /// Keys per class.
+    #[arg(long, default_value_t = 16)]
+    class_size: usize,
+    /// Minimum seconds of timed passes.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -45,6 +88,7 @@ pub struct EncoderArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
     match cmd {
         BenchCommand::Encoder(args) => encoder(args),
+        BenchCommand::Kernel(args) => kernel(args),
     }
 }
 
@@ -178,4 +222,59 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+fn kernel(args: KernelArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        (1..=MAX_BATCH).contains(&args.batch),
+        "--batch must be 1..={MAX_BATCH}"
+    );
+    anyhow::ensure!(args.dim > 0, "--dim must be positive");
+    anyhow::ensure!(args.threads > 0, "--threads must be positive");
+    anyhow::ensure!(args.class_size > 0, "--class-size must be positive");
+    anyhow::ensure!(
+        args.seconds.is_finite() && args.seconds > 0.0,
+        "--seconds must be positive"
+    );
+    let mut cfg = BenchConfig::new(args.dim, args.dtype, args.batch);
+    cfg.n = args
+        .keys
+        .unwrap_or_else(|| BenchConfig::default_n(args.dim, args.dtype, args.class_size));
+    cfg.threads = args.threads;
+    cfg.isa = args.isa;
+    cfg.class_size = args.class_size;
+    cfg.min_time = std::time::Duration::from_secs_f64(args.seconds);
+    let r = run_kernel_bench(&cfg).map_err(|e| anyhow::anyhow!("bench kernel: {e}"))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "n": r.n, "dim": r.dim, "dtype": r.dtype.name(), "batch": r.batch,
+                "threads": r.threads, "isa": r.isa.name(), "ns_per_key": r.ns_per_key,
+                "gbps": r.gbps, "key_bytes": r.key_bytes, "median_ns": r.median_ns,
+                "read_bandwidth_gbps": r.read_bandwidth_gbps,
+                "bandwidth_ratio": r.bandwidth_ratio(), "runs": r.runs,
+            })
+        );
+    } else {
+        println!(
+            "{} keys × dim {} ({}, {:.1} MiB), batch {}, {} thread(s), kernel {}",
+            r.n,
+            r.dim,
+            r.dtype,
+            r.key_bytes as f64 / (1 << 20) as f64,
+            r.batch,
+            r.threads,
+            r.isa
+        );
+        println!(
+            "  {:.2} ns per key per query, {:.1} GB/s of keys; machine read bandwidth {:.1} GB/s \
+             (same run): {:.0}% of it",
+            r.ns_per_key,
+            r.gbps,
+            r.read_bandwidth_gbps,
+            100.0 * r.bandwidth_ratio()
+        );
+    }
+    Ok(EXIT_OK)
 }

@@ -4,15 +4,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use tipedge::adapter::{top_k, Cache, TipAdapter, DEFAULT_ALPHA, DEFAULT_BETA, MAX_TOP_K};
+use tipedge::adapter::{top_k, Cache, TipAdapter, MAX_TOP_K};
 use tipedge::dataset::{expand_inputs, LabelledSet};
 use tipedge::encoder::tokenizer::Tokenizer;
 use tipedge::encoder::{ImageEncoder, ModelPaths, TextEncoder};
+use tipedge::pack::Pack;
 use tipedge::pipeline::{build_cache, Embedder, Skipped, Timings};
 use tipedge::sidecar::Family;
 use tipedge::zeroshot::{build_classifier, Templates};
 
-use super::common::{progress, repo_path, RuntimeArgs};
+use super::common::{expect_for, progress, repo_path, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 /// Classify images with a few-shot cache (Tip-Adapter) and, for CLIP, zero-shot text prompts.
@@ -33,9 +34,14 @@ pub struct ClassifyArgs {
     /// Model folder (image.onnx [+ text.onnx] with JSON sidecars) or an image.onnx file.
     #[arg(long, short)]
     model: PathBuf,
-    /// Few-shot set: a folder with one sub-folder of example images per class.
-    #[arg(long)]
+    /// Few-shot set: a folder with one sub-folder of example images per class (the cache is
+    /// built in memory; `tipedge cache build` writes it to a pack file once instead).
+    #[arg(long, conflicts_with = "pack")]
     shots: Option<PathBuf>,
+    /// Adapter pack built by `tipedge cache build` (keys, classes, W, α, β); memory-mapped and
+    /// verified before use. It must have been built with the same image encoder.
+    #[arg(long)]
+    pack: Option<PathBuf>,
     /// Class names for zero-shot CLIP without --shots (comma-separated).
     #[arg(long, value_delimiter = ',')]
     classes: Vec<String>,
@@ -60,12 +66,12 @@ struct CommonArgs {
     /// photo ("a photo of a {}."), or a file with one template per line containing {}.
     #[arg(long, default_value = "tip")]
     templates: String,
-    /// Weight α of the cache term.
-    #[arg(long, default_value_t = DEFAULT_ALPHA)]
-    alpha: f32,
-    /// Sharpness β of the cache affinities exp(−β(1 − cos)).
-    #[arg(long, default_value_t = DEFAULT_BETA)]
-    beta: f32,
+    /// Weight α of the cache term [default: the pack's, else 1.17].
+    #[arg(long)]
+    alpha: Option<f32>,
+    /// Sharpness β of the cache affinities exp(−β(1 − cos)) [default: the pack's, else 1].
+    #[arg(long)]
+    beta: Option<f32>,
     /// How many of the best classes to show per image (at most 16).
     #[arg(short = 'k', long, default_value_t = 3,
           value_parser = clap::value_parser!(u8).range(1..=MAX_TOP_K as i64))]
@@ -96,44 +102,55 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<i32> {
             query.display()
         );
     }
-    classify(&model, Some(&shots), &[], &args.common, &[query])
+    classify(&model, Source::Shots(&shots), &args.common, &[query])
 }
 
 pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
-    classify(
-        &args.model,
-        args.shots.as_deref(),
-        &args.classes,
-        &args.common,
-        &args.inputs,
-    )
+    let source = match (&args.shots, &args.pack) {
+        (Some(dir), _) => Source::Shots(dir),
+        (None, Some(pack)) => Source::Pack(pack),
+        (None, None) => Source::ZeroShot(&args.classes),
+    };
+    classify(&args.model, source, &args.common, &args.inputs)
 }
 
-fn classify(
-    model: &Path,
+/// Where the classes and the cache come from.
+enum Source<'a> {
+    Shots(&'a Path),
+    Pack(&'a Path),
+    ZeroShot(&'a [String]),
+}
+
+/// Classes, cache and zero-shot classifier built from a few-shot folder (or class names alone
+/// for zero-shot CLIP): what `classify --shots` scores with and `cache build` writes.
+pub(super) struct Built {
+    pub class_folders: Vec<String>,
+    pub class_names: Vec<String>,
+    pub cache: Cache,
+    pub classifier: Option<Vec<f32>>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Builds [`Built`] with `encoder`: the cache from `shots` (or an empty cache over `classes`),
+/// and for CLIP the text classifier W from the class names and `templates`.
+pub(super) fn build(
+    encoder: &ImageEncoder,
+    paths: &ModelPaths,
     shots: Option<&Path>,
     classes: &[String],
-    common: &CommonArgs,
-    inputs: &[PathBuf],
-) -> anyhow::Result<i32> {
-    let paths = ModelPaths::resolve(model)?;
-    let opts = common.runtime.run_options();
-    let limits = common.runtime.limits();
-    let encoder = ImageEncoder::load(&paths.image, &opts)?;
+    templates: &str,
+    runtime: &RuntimeArgs,
+    quiet: bool,
+) -> anyhow::Result<Built> {
     let is_clip = encoder.family() == Family::Clip;
-    let queries = expand_inputs(inputs)?;
-    anyhow::ensure!(
-        !queries.is_empty(),
-        "no image files found in the given inputs"
-    );
-
-    // Classes and cache.
     let mut skipped: Vec<Skipped> = Vec::new();
     let (class_folders, class_names, cache) = match shots {
         Some(dir) => {
             let set = LabelledSet::read(dir)?;
-            let bar = progress(set.len(), "cache", common.json);
-            let (cache, bad) = build_cache(&encoder, &set, limits, |n| bar.set_position(n as u64))?;
+            let bar = progress(set.len(), "cache", quiet);
+            let (cache, bad) = build_cache(encoder, &set, runtime.limits(), |n| {
+                bar.set_position(n as u64)
+            })?;
             bar.finish_and_clear();
             skipped.extend(bad);
             let folders = set.classes.iter().map(|c| c.folder.clone()).collect();
@@ -147,42 +164,124 @@ fn classify(
             );
             anyhow::ensure!(
                 !classes.is_empty(),
-                "zero-shot needs --classes a,b,c (or --shots DIR)"
+                "zero-shot needs --classes a,b,c (or --shots DIR, or --pack FILE)"
             );
             let cache = Cache::new(encoder.dim(), Vec::new(), Vec::new(), classes.len())?;
             (classes.to_vec(), classes.to_vec(), cache)
         }
     };
-
-    // Zero-shot classifier W for CLIP.
     let classifier = if is_clip {
-        let text_path = paths.text.as_ref().with_context(|| {
-            format!(
-                "{}: CLIP model without text.onnx beside it",
-                paths.image.display()
-            )
-        })?;
-        let text = TextEncoder::load(text_path, &opts)?;
-        anyhow::ensure!(
-            text.dim() == encoder.dim(),
-            "{}: text features have {} dims, image features {}",
-            text_path.display(),
-            text.dim(),
-            encoder.dim()
-        );
-        let templates = Templates::resolve(&common.templates)?;
-        let bar = progress(class_names.len(), "prompts", common.json);
-        let w = build_classifier(&text, &Tokenizer::new(), &class_names, &templates, |n| {
-            bar.set_position(n as u64)
-        })?;
-        bar.finish_and_clear();
-        Some(w)
+        Some(text_classifier(
+            encoder,
+            paths,
+            &class_names,
+            templates,
+            runtime,
+            quiet,
+        )?)
     } else {
         None
     };
-    let mut adapter = TipAdapter::new(cache, classifier)?;
-    adapter.alpha = common.alpha;
-    adapter.beta = common.beta;
+    Ok(Built {
+        class_folders,
+        class_names,
+        cache,
+        classifier,
+        skipped,
+    })
+}
+
+/// CLIP's zero-shot classifier W from class names × prompt templates (the official
+/// `clip_classifier`), with the text tower beside the image tower.
+fn text_classifier(
+    encoder: &ImageEncoder,
+    paths: &ModelPaths,
+    class_names: &[String],
+    templates: &str,
+    runtime: &RuntimeArgs,
+    quiet: bool,
+) -> anyhow::Result<Vec<f32>> {
+    let text_path = paths.text.as_ref().with_context(|| {
+        format!(
+            "{}: CLIP model without text.onnx beside it",
+            paths.image.display()
+        )
+    })?;
+    let text = TextEncoder::load(text_path, &runtime.run_options())?;
+    anyhow::ensure!(
+        text.dim() == encoder.dim(),
+        "{}: text features have {} dims, image features {}",
+        text_path.display(),
+        text.dim(),
+        encoder.dim()
+    );
+    let templates = Templates::resolve(templates)?;
+    let bar = progress(class_names.len(), "prompts", quiet);
+    let w = build_classifier(&text, &Tokenizer::new(), class_names, &templates, |n| {
+        bar.set_position(n as u64)
+    })?;
+    bar.finish_and_clear();
+    Ok(w)
+}
+
+fn classify(
+    model: &Path,
+    source: Source<'_>,
+    common: &CommonArgs,
+    inputs: &[PathBuf],
+) -> anyhow::Result<i32> {
+    let paths = ModelPaths::resolve(model)?;
+    let limits = common.runtime.limits();
+    let encoder = ImageEncoder::load(&paths.image, &common.runtime.run_options())?;
+    let queries = expand_inputs(inputs)?;
+    anyhow::ensure!(
+        !queries.is_empty(),
+        "no image files found in the given inputs"
+    );
+
+    // Classes, keys and W: from a pack (memory-mapped), or built here.
+    let (cache, w, pack);
+    let (class_folders, class_names, skipped, mut adapter) = match source {
+        Source::Pack(file) => {
+            pack = Pack::open(file, &expect_for(&encoder)?)?;
+            let names = pack.class_names().to_vec();
+            let mut adapter = TipAdapter::new(pack.keys(), pack.text_classifier())?;
+            adapter.alpha = pack.alpha();
+            adapter.beta = pack.beta();
+            adapter.logit_scale = pack.logit_scale();
+            (names.clone(), names, Vec::new(), adapter)
+        }
+        Source::Shots(_) | Source::ZeroShot(_) => {
+            let (shots, classes) = match source {
+                Source::Shots(dir) => (Some(dir), &[][..]),
+                Source::ZeroShot(c) => (None, c),
+                Source::Pack(_) => unreachable!(),
+            };
+            let built = build(
+                &encoder,
+                &paths,
+                shots,
+                classes,
+                &common.templates,
+                &common.runtime,
+                common.json,
+            )?;
+            (cache, w) = (built.cache, built.classifier);
+            let adapter = TipAdapter::new(cache.view(), w.as_deref())?;
+            (
+                built.class_folders,
+                built.class_names,
+                built.skipped,
+                adapter,
+            )
+        }
+    };
+    if let Some(a) = common.alpha {
+        adapter.alpha = a;
+    }
+    if let Some(b) = common.beta {
+        adapter.beta = b;
+    }
 
     // Classify.
     let k = usize::from(common.top_k);
@@ -203,7 +302,10 @@ fn classify(
                 return;
             }
         };
-        adapter.logits(f, &mut logits);
+        if let Err(e) = adapter.logits(f, &mut logits) {
+            failed.push(Skipped { path: item.path, reason: e.to_string() });
+            return;
+        }
         let top = top_k(&logits, k);
         let truth = truth_of(&item.path, &class_folders);
         let correct = truth.map(|t| top.first().is_some_and(|b| b.0 == t));

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tipedge::encoder::{Precision, RunOptions};
+use tipedge::encoder::{ImageEncoder, Precision, RunOptions};
+use tipedge::pack::{EncoderId, Expect};
 use tipedge::preprocess::DecodeLimits;
 
 #[derive(Args, Debug, Clone)]
@@ -64,4 +65,29 @@ pub fn repo_path(rel: &str) -> PathBuf {
     } else {
         PathBuf::from(rel)
     }
+}
+
+/// The image encoder's identity as a pack records it: the graph's sha256 (from its sidecar)
+/// and its architecture name for messages.
+pub fn encoder_id(encoder: &ImageEncoder) -> anyhow::Result<EncoderId> {
+    let hex = encoder.fingerprint();
+    let mut sha256 = [0u8; 32];
+    anyhow::ensure!(
+        hex.len() == 64 && hex.is_ascii(),
+        "model sidecar: sha256 '{hex}' is not 64 hex digits"
+    );
+    for (i, b) in sha256.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| anyhow::anyhow!("model sidecar: sha256 '{hex}' is not hex"))?;
+    }
+    let mut name = encoder.sidecar().arch.clone();
+    while name.len() > tipedge::pack::ENCODER_NAME_LEN {
+        name.pop();
+    }
+    Ok(EncoderId { name, sha256 })
+}
+
+/// What a pack must match to be used with `encoder`: its feature dimension and graph.
+pub fn expect_for(encoder: &ImageEncoder) -> anyhow::Result<Expect> {
+    Ok(Expect::model(encoder.dim(), encoder_id(encoder)?))
 }

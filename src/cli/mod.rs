@@ -1,9 +1,11 @@
 //! Argument parsing and printing; the work lives in the library.
 
 mod bench;
+mod cache;
 mod classify;
 mod common;
 mod info;
+mod inspect;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -28,7 +30,11 @@ pub const EXIT_FATAL: i32 = 2;
         Quick start (from the repository):\n  \
         tipedge demo                      # classify the bundled textile example\n  \
         tipedge classify --model models/fixtures/efficientnet-lite0 \\\n      \
-        --shots examples/textile/shots examples/textile/query\n\n\
+        --shots examples/textile/shots examples/textile/query\n  \
+        tipedge cache build --model models/fixtures/efficientnet-lite0 \\\n      \
+        --shots examples/textile/shots --out textile.pack\n  \
+        tipedge classify --model models/fixtures/efficientnet-lite0 \\\n      \
+        --pack textile.pack examples/textile/query\n\n\
         Exit codes: 0 success; 1 finished but some inputs failed (listed at the end); \
         2 nothing could be done (bad arguments, missing or invalid model or data set)."
 )]
@@ -41,10 +47,15 @@ struct Cli {
 enum Command {
     Classify(classify::ClassifyArgs),
     Demo(classify::DemoArgs),
+    /// Build adapter packs (the few-shot cache as one verified, memory-mapped file).
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+    Inspect(inspect::InspectArgs),
     Info(info::InfoArgs),
     Tokenize(tokenize::TokenizeArgs),
-    /// Measure: encoder load time, latency and peak memory, decode + preprocess time (--json
-    /// for comparison scripts such as models/bench_compare.py).
+    /// Measure: encoders (load time, latency, peak memory, decode + preprocess) and the
+    /// affinity kernel (ns per key, GB/s against the machine's read bandwidth); --json for
+    /// comparison scripts such as models/bench_compare.py.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
@@ -61,6 +72,8 @@ pub fn run() -> i32 {
     let result = match cli.command {
         Command::Classify(args) => classify::run(args),
         Command::Demo(args) => classify::demo(args),
+        Command::Cache(cmd) => cache::run(cmd),
+        Command::Inspect(args) => inspect::run(args),
         Command::Info(args) => info::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Bench(cmd) => bench::run(cmd),
