@@ -26,6 +26,7 @@ pub enum BenchCommand {
     /// Prints ns per key per query and GB/s of key bytes read, with the ratio to the measured
     /// read bandwidth. Example:
     ///   tipedge bench kernel --dim 512 --dtype int8 --batch 1 --json
+    #[command(verbatim_doc_comment)]
     Kernel(KernelArgs),
 }
 

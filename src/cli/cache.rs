@@ -26,6 +26,7 @@ pub enum CacheCommand {
     /// Example:
     ///   tipedge cache build --model models/fixtures/efficientnet-lite0 \
     ///       --shots examples/textile/shots --out textile.pack
+    #[command(verbatim_doc_comment)]
     Build(BuildArgs),
 }
 
