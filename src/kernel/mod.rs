@@ -433,57 +433,42 @@ impl Kernel {
         scratch: &mut Scratch,
         out: &mut [f32],
     ) -> Result<(), KernelError> {
-        let batch = self.check(queries, keys, scratch)?;
         let nc = keys.n_classes();
-        if out.len() != batch * nc {
-            return Err(KernelError(format!(
-                "output holds {} values, expected batch {batch} × {nc} classes",
-                out.len()
-            )));
-        }
-        let Scratch {
-            q_f32,
-            q_i16,
-            q_i16_scales,
-            sims,
-            class_acc,
-            ..
-        } = scratch;
-        let (queries, q16) = prepare(queries, batch, keys, q_f32, q_i16, q_i16_scales);
         out.fill(0.0);
+        let offsets = keys.class_offsets;
         // Full tiles across class boundaries (the dot-product tiles stay long), then a segmented
         // sum inside each tile: `c` is the class of key `i`; empty classes are stepped over and
         // keep their 0.
-        let (n, offsets) = (keys.len(), keys.class_offsets);
         let mut c = 0;
-        let mut t = 0;
-        while t < n {
-            let te = (t + TILE_KEYS).min(n);
-            let s = &mut sims[..(te - t) * batch];
-            self.dots(queries, batch, keys, q16.as_ref(), t, te, s);
-            // SAFETY: as for `dots`: `self.affinity` belongs to the detected `self.isa`.
-            unsafe { (self.affinity)(s, beta) };
-            let mut i = t;
-            while i < te {
-                while offsets[c + 1] as usize <= i {
-                    c += 1;
-                }
-                let seg_end = (offsets[c + 1] as usize).min(te);
-                let acc = &mut class_acc[..batch];
-                acc.fill(0.0);
-                for row in s[(i - t) * batch..(seg_end - t) * batch].chunks_exact(batch) {
-                    for (a, v) in acc.iter_mut().zip(row) {
-                        *a += v;
+        self.for_each_tile(
+            queries,
+            keys,
+            scratch,
+            (out.len(), nc, "classes"),
+            |t, s, acc| {
+                // SAFETY: as for `dots`: `self.affinity` belongs to the detected `self.isa`.
+                unsafe { (self.affinity)(s, beta) };
+                let batch = acc.len();
+                let te = t + s.len() / batch;
+                let mut i = t;
+                while i < te {
+                    while offsets[c + 1] as usize <= i {
+                        c += 1;
                     }
+                    let seg_end = (offsets[c + 1] as usize).min(te);
+                    acc.fill(0.0);
+                    for row in s[(i - t) * batch..(seg_end - t) * batch].chunks_exact(batch) {
+                        for (a, v) in acc.iter_mut().zip(row) {
+                            *a += v;
+                        }
+                    }
+                    for (b, a) in acc.iter().enumerate() {
+                        out[b * nc + c] += *a;
+                    }
+                    i = seg_end;
                 }
-                for (b, a) in acc.iter().enumerate() {
-                    out[b * nc + c] += *a;
-                }
-                i = seg_end;
-            }
-            t = te;
-        }
-        Ok(())
+            },
+        )
     }
 
     /// Raw similarities `out[b * n + i] = q_b·k_i` for every key (query-major), for callers that
@@ -495,12 +480,38 @@ impl Kernel {
         scratch: &mut Scratch,
         out: &mut [f32],
     ) -> Result<(), KernelError> {
-        let batch = self.check(queries, keys, scratch)?;
         let n = keys.len();
-        if out.len() != batch * n {
+        self.for_each_tile(
+            queries,
+            keys,
+            scratch,
+            (out.len(), n, "keys"),
+            |t, s, acc| {
+                for (i, row) in s.chunks_exact(acc.len()).enumerate() {
+                    for (b, v) in row.iter().enumerate() {
+                        out[b * n + t + i] = *v;
+                    }
+                }
+            },
+        )
+    }
+
+    /// The pass both entry points share: checks the call (`out` = (its length, values per
+    /// query, what they are)), stages the queries, then walks the keys in tiles of at most
+    /// [`TILE_KEYS`], calling `visit(first_key, sims, acc)` with the tile's similarities
+    /// (key-major, `keys × batch`) and a `batch`-long accumulator from the scratch.
+    fn for_each_tile(
+        &self,
+        queries: &[f32],
+        keys: &Keys<'_>,
+        scratch: &mut Scratch,
+        (out_len, per_query, what): (usize, usize, &str),
+        mut visit: impl FnMut(usize, &mut [f32], &mut [f32]),
+    ) -> Result<(), KernelError> {
+        let batch = self.check(queries, keys, scratch)?;
+        if out_len != batch * per_query {
             return Err(KernelError(format!(
-                "output holds {} values, expected batch {batch} × {n} keys",
-                out.len()
+                "output holds {out_len} values, expected batch {batch} × {per_query} {what}"
             )));
         }
         let Scratch {
@@ -508,19 +519,17 @@ impl Kernel {
             q_i16,
             q_i16_scales,
             sims,
+            class_acc,
             ..
         } = scratch;
         let (queries, q16) = prepare(queries, batch, keys, q_f32, q_i16, q_i16_scales);
+        let n = keys.len();
         let mut t = 0;
         while t < n {
             let te = (t + TILE_KEYS).min(n);
             let s = &mut sims[..(te - t) * batch];
             self.dots(queries, batch, keys, q16.as_ref(), t, te, s);
-            for (i, row) in s.chunks_exact(batch).enumerate() {
-                for (b, v) in row.iter().enumerate() {
-                    out[b * n + t + i] = *v;
-                }
-            }
+            visit(t, s, &mut class_acc[..batch]);
             t = te;
         }
         Ok(())
