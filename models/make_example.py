@@ -7,8 +7,11 @@ The package (MIT, (c) 2025 Megahed) ships 2,000 simulated textile-inspection ima
 
 This script draws, per class, a deterministic seeded random subset (numpy default_rng(SEED)
 permutation of the sorted file names): the first SHOTS files become the few-shot support set
-examples/textile/shots/<class>/ and the next QUERIES files the query set
-examples/textile/query/<class>/. Class folders: nominal, local_defect, global_defect.
+examples/textile/shots/<class>/, the next QUERIES files the query set
+examples/textile/query/<class>/ and the next VALS files the validation set
+examples/textile/val/<class>/ (for choosing alpha/beta and the Tip-Adapter-F epoch; never tune
+on the query split). The val files come after shots + query in the same permutation, so adding
+them left the shots and query files unchanged. Class folders: nominal, local_defect, global_defect.
 
 The images are copied byte for byte: they are already 250x250 (short side <= 256) JPEGs of about
 21 kB, and re-encoding them at q90 would make them larger and add a second JPEG generation.
@@ -29,6 +32,7 @@ import numpy as np
 SEED = 20240607
 SHOTS = 16
 QUERIES = 16
+VALS = 16
 # package folder -> example class folder name (spaces -> '_')
 CLASSES = OrderedDict([("nominal", "nominal"), ("global", "global_defect"), ("local", "local_defect")])
 PACKAGE = "conformal-clip-data"
@@ -50,32 +54,41 @@ def package_info():
     return dist.version, root, lic
 
 
-def draw(root: str, seed: int = SEED, shots: int = SHOTS, queries: int = QUERIES):
+def draw(root: str, seed: int = SEED, shots: int = SHOTS, queries: int = QUERIES, vals: int = VALS):
     """Return OrderedDict split -> class -> [source file names]."""
     rng = np.random.default_rng(seed)
-    out = OrderedDict([("shots", OrderedDict()), ("query", OrderedDict())])
+    out = OrderedDict([("shots", OrderedDict()), ("query", OrderedDict()), ("val", OrderedDict())])
     for src, dst in CLASSES.items():
         files = sorted(f for f in os.listdir(os.path.join(root, src)) if f.lower().endswith(".jpg"))
         perm = rng.permutation(len(files))
-        chosen = [files[i] for i in perm[: shots + queries]]
+        if shots + queries + vals > len(files):
+            raise SystemExit(f"class {src}: {len(files)} files < {shots} + {queries} + {vals}")
+        chosen = [files[i] for i in perm[: shots + queries + vals]]
         out["shots"][dst] = sorted(chosen[:shots])
-        out["query"][dst] = sorted(chosen[shots:])
+        out["query"][dst] = sorted(chosen[shots:shots + queries])
+        out["val"][dst] = sorted(chosen[shots + queries:])
     return out
 
 
 README = """# textile: a small few-shot inspection data set
 
-{n_shots} shots and {n_query} query images per class, three classes:
+{n_shots} shots, {n_query} query and {n_val} validation images per class, three classes:
 
-| folder | meaning | shots | query |
-|---|---|---|---|
-| `nominal` | standard textile weave | {shots} | {queries} |
-| `global_defect` | global defect: both spatial-AR weave parameters reduced by 5% | {shots} | {queries} |
-| `local_defect` | local defect inserted into the weave | {shots} | {queries} |
+| folder | meaning | shots | query | val |
+|---|---|---|---|---|
+| `nominal` | standard textile weave | {shots} | {queries} | {vals} |
+| `global_defect` | global defect: both spatial-AR weave parameters reduced by 5% | {shots} | {queries} | {vals} |
+| `local_defect` | local defect inserted into the weave | {shots} | {queries} | {vals} |
 
 Layout: `shots/<class>/*.jpg` (the few-shot support set; use the first K files in name order for
-K-shot experiments with K = 1, 2, 4, 8, 16) and `query/<class>/*.jpg` (held-out queries).
+K-shot experiments with K = 1, 2, 4, 8, 16), `query/<class>/*.jpg` (held-out queries: the test
+split) and `val/<class>/*.jpg` (validation split). The three splits are disjoint.
 `files.json` lists every file with its source path in the package and its sha256.
+
+**Use `val` for every choice you make**: Tip-Adapter's α/β grid search and the epoch of
+Tip-Adapter-F that you keep are selected by accuracy on `val`. Never tune on `query`: the query
+split is the test split, and accuracy on it is only meaningful if nothing was chosen by looking
+at it.
 
 ## Source and attribution
 
@@ -97,7 +110,9 @@ Technology 53(3), 2021). Package folders `nominal`, `global`, `local` map to `no
 `models/make_example.py` (deterministic): for each class, the package's file names are sorted,
 permuted with `numpy.random.default_rng({seed})` (one generator, classes in the order nominal,
 global, local), and the first {shots} permuted files become the shots, the next {queries} the
-queries. Nothing is re-encoded, resized or augmented. Re-run with
+queries and the next {vals} the validation images (the val split was added later; because it
+takes the files after shots + query in the same permutation, the shots and query files did not
+change). Nothing is re-encoded, resized or augmented. Re-run with
 `python models/make_example.py` (needs `pip install {package}=={version}`).
 
 ## Licence
@@ -117,11 +132,12 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--shots", type=int, default=SHOTS)
     ap.add_argument("--queries", type=int, default=QUERIES)
+    ap.add_argument("--vals", type=int, default=VALS)
     args = ap.parse_args(argv)
 
     version, root, lic = package_info()
-    sel = draw(root, args.seed, args.shots, args.queries)
-    for split in ("shots", "query"):
+    sel = draw(root, args.seed, args.shots, args.queries, args.vals)
+    for split in sel:
         d = os.path.join(args.out, split)
         if os.path.isdir(d):
             shutil.rmtree(d)
@@ -149,8 +165,8 @@ def main(argv=None):
         json.dump(listing, f, indent=2)
         f.write("\n")
     with open(os.path.join(args.out, "README.md"), "w") as f:
-        f.write(README.format(n_shots=args.shots, n_query=args.queries, shots=args.shots, queries=args.queries,
-                              package=PACKAGE, version=version, seed=args.seed, license=lic))
+        f.write(README.format(n_shots=args.shots, n_query=args.queries, n_val=args.vals, shots=args.shots,
+                              queries=args.queries, vals=args.vals, package=PACKAGE, version=version, seed=args.seed, license=lic))
     n = sum(len(v) for s in sel.values() for v in s.values())
     print(f"  wrote {n} images ({total / 1e6:.2f} MB) to {args.out} from {PACKAGE} {version}, seed {args.seed}")
 

@@ -4,14 +4,14 @@
 #   python -m venv .venv && .venv/bin/pip install -r models/requirements.txt
 #   PYTHON=.venv/bin/python models/make_fixtures.sh
 # Deterministic: fixed seeds everywhere (torch seed 0 for clip-tiny, numpy seeds for the images and
-# the textile subset). models/vocab/ is not touched.
+# the textile subset, the training references). models/vocab/ is not touched.
 set -euo pipefail
 PY="${PYTHON:-python}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 FX="$HERE/fixtures"
 
 mkdir -p "$FX"
-rm -rf "$FX/clip-tiny" "$FX/efficientnet-lite0" "$FX/images" "$FX/reference"
+rm -rf "$FX/clip-tiny" "$FX/efficientnet-lite0" "$FX/images" "$FX/reference" "$FX/train"
 
 echo "== clip-tiny (OpenCLIP ViT + text transformer, random weights, seed 0)"
 "$PY" "$HERE/export_clip.py" --arch tiny --pretrained none --seed 0 --fixture --out "$FX/clip-tiny"
@@ -23,6 +23,8 @@ echo "== examples/textile"
 "$PY" "$HERE/make_example.py"
 echo "== reference outputs"
 "$PY" "$HERE/make_references.py"
+echo "== training / augmentation references (crops, alpha/beta search, cache keys, Tip-Adapter-F steps)"
+"$PY" "$HERE/make_train_refs.py"
 echo "== tokenizer parity set (open_clip ids)"
 "$PY" "$HERE/make_token_refs.py"
 echo "== sizes"
