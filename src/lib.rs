@@ -16,8 +16,10 @@ pub mod pack;
 pub mod pipeline;
 #[cfg(feature = "runtime")]
 pub mod preprocess;
+pub mod rng;
 #[cfg(feature = "runtime")]
 pub mod sidecar;
+pub mod train;
 #[cfg(feature = "runtime")]
 pub mod zeroshot;
 

@@ -8,7 +8,7 @@ use tipedge::adapter::{Cache, TipAdapter};
 use tipedge::dataset::LabelledSet;
 use tipedge::encoder::tokenizer::Tokenizer;
 use tipedge::encoder::{l2_normalize_rows, ImageEncoder, RunOptions, TextEncoder};
-use tipedge::pipeline::build_cache;
+use tipedge::pipeline::{build_cache, KeyRecipe};
 use tipedge::preprocess::DecodeLimits;
 use tipedge::zeroshot::{build_classifier, Templates, TIP_ADAPTER_IMAGENET};
 
@@ -127,7 +127,14 @@ fn textile_example_end_to_end() {
             .collect::<Vec<_>>(),
         strings(&m["textile"]["classes"])
     );
-    let (cache, skipped) = build_cache(&enc, &shots, DecodeLimits::default(), |_| {}).unwrap();
+    let (cache, skipped) = build_cache(
+        &enc,
+        &shots,
+        &KeyRecipe::plain(),
+        DecodeLimits::default(),
+        |_| {},
+    )
+    .unwrap();
     assert!(skipped.is_empty());
     let ref_keys = common::read_f32(&common::reference("textile_shot_keys.npy")).data;
     let mut worst = 1.0f64;

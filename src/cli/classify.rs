@@ -9,7 +9,7 @@ use tipedge::dataset::{expand_inputs, LabelledSet};
 use tipedge::encoder::tokenizer::Tokenizer;
 use tipedge::encoder::{ImageEncoder, ModelPaths, TextEncoder};
 use tipedge::pack::Pack;
-use tipedge::pipeline::{build_cache, Embedder, Skipped, Timings};
+use tipedge::pipeline::{build_cache, Embedder, KeyRecipe, Skipped, Timings};
 use tipedge::sidecar::Family;
 use tipedge::zeroshot::{build_classifier, Templates};
 
@@ -133,10 +133,12 @@ pub(super) struct Built {
 
 /// Builds [`Built`] with `encoder`: the cache from `shots` (or an empty cache over `classes`),
 /// and for CLIP the text classifier W from the class names and `templates`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn build(
     encoder: &ImageEncoder,
     paths: &ModelPaths,
-    shots: Option<&Path>,
+    shots: Option<&LabelledSet>,
+    recipe: &KeyRecipe,
     classes: &[String],
     templates: &str,
     runtime: &RuntimeArgs,
@@ -145,10 +147,10 @@ pub(super) fn build(
     let is_clip = encoder.family() == Family::Clip;
     let mut skipped: Vec<Skipped> = Vec::new();
     let (class_folders, class_names, cache) = match shots {
-        Some(dir) => {
-            let set = LabelledSet::read(dir)?;
-            let bar = progress(set.len(), "cache", quiet);
-            let (cache, bad) = build_cache(encoder, &set, runtime.limits(), |n| {
+        Some(set) => {
+            let passes = recipe.augment_epochs.max(1) as usize;
+            let bar = progress(set.len() * passes, "cache", quiet);
+            let (cache, bad) = build_cache(encoder, set, recipe, runtime.limits(), |n| {
                 bar.set_position(n as u64)
             })?;
             bar.finish_and_clear();
@@ -193,7 +195,7 @@ pub(super) fn build(
 
 /// CLIP's zero-shot classifier W from class names × prompt templates (the official
 /// `clip_classifier`), with the text tower beside the image tower.
-fn text_classifier(
+pub(super) fn text_classifier(
     encoder: &ImageEncoder,
     paths: &ModelPaths,
     class_names: &[String],
@@ -253,14 +255,15 @@ fn classify(
         }
         Source::Shots(_) | Source::ZeroShot(_) => {
             let (shots, classes) = match source {
-                Source::Shots(dir) => (Some(dir), &[][..]),
+                Source::Shots(dir) => (Some(LabelledSet::read(dir)?), &[][..]),
                 Source::ZeroShot(c) => (None, c),
                 Source::Pack(_) => unreachable!(),
             };
             let built = build(
                 &encoder,
                 &paths,
-                shots,
+                shots.as_ref(),
+                &KeyRecipe::plain(),
                 classes,
                 &common.templates,
                 &common.runtime,

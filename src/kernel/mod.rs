@@ -99,6 +99,18 @@ impl KeyData<'_> {
             KeyData::I8 { .. } => KeyDtype::I8,
         }
     }
+    /// The keys as f32 (int8: value × its key's scale), row-major `n × dim`.
+    pub fn to_f32(&self, dim: usize) -> Vec<f32> {
+        match self {
+            KeyData::F32(v) => v.to_vec(),
+            KeyData::F16(v) => v.iter().map(|h| h.to_f32()).collect(),
+            KeyData::I8 { values, scales } => values
+                .chunks_exact(dim.max(1))
+                .zip(scales.iter())
+                .flat_map(|(row, &s)| row.iter().map(move |&q| f32::from(q) * s))
+                .collect(),
+        }
+    }
     fn values_len(&self) -> usize {
         match self {
             KeyData::F32(v) => v.len(),
@@ -419,6 +431,14 @@ impl Kernel {
 
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// `exp(−β(1 − s))` in place over any slice, with this kernel's vectorised exp (for callers
+    /// that keep similarities and revisit them with many β, such as the α/β search).
+    pub fn affinity_in_place(&self, sims: &mut [f32], beta: f32) {
+        // SAFETY: `self.affinity` was chosen for `self.isa`, which this CPU supports; it reads
+        // and writes only within `sims`.
+        unsafe { (self.affinity)(sims, beta) }
     }
 
     /// Per-class affinity sums for `queries` (row-major `batch × dim`, `batch ≤ MAX_BATCH`):

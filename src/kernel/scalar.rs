@@ -17,8 +17,10 @@ pub(crate) const OPS: Ops = Ops {
 
 const LANES: usize = 8;
 
+/// f32 dot product with independent accumulators (vectorises at the baseline ISA); also the
+/// dot product of the offline code (zero-shot term of the search, Tip-Adapter-F).
 #[inline(always)]
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = ac

@@ -14,6 +14,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use crate::error::{Error, Result};
 
+pub mod augment;
 mod jpeg;
 
 /// Resampling filter of the resize step (Pillow's definitions).
@@ -202,30 +203,121 @@ impl Preprocessor {
     /// survive the crop are computed.
     pub fn run(&mut self, img: &RgbImage, out: &mut [f32]) {
         let crop = self.recipe.crop_size as usize;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let resized = resized_size(w, h, self.recipe.resize as usize);
+        let origin = crop_origin(resized.0, resized.1, crop);
+        let whole = Region { x: 0, y: 0, w, h };
+        self.resample(img, whole, resized, origin, false, out);
+    }
+
+    /// torchvision's `resized_crop(img, top, left, height, width, [crop, crop], interpolation)`
+    /// (PIL: crop `region`, then resize it to crop × crop), mirrored left-right when `flip`,
+    /// then normalised into `out` — the training augmentation's tensor.
+    pub fn run_resized_crop(
+        &mut self,
+        img: &RgbImage,
+        region: Region,
+        flip: bool,
+        out: &mut [f32],
+    ) {
+        let crop = self.recipe.crop_size as usize;
+        assert!(
+            region.w > 0
+                && region.h > 0
+                && region.x + region.w <= img.width() as usize
+                && region.y + region.h <= img.height() as usize,
+            "crop region must lie inside the image"
+        );
+        self.resample(img, region, (crop, crop), (0, 0), flip, out);
+    }
+
+    /// Resizes `src` (a region of `img`, as if cropped first) to `resized`, keeps the
+    /// crop × crop window at `(left, top)` of the result, mirrors it when `flip`, normalises.
+    fn resample(
+        &mut self,
+        img: &RgbImage,
+        src: Region,
+        (new_w, new_h): (usize, usize),
+        (left, top): (usize, usize),
+        flip: bool,
+        out: &mut [f32],
+    ) {
+        let crop = self.recipe.crop_size as usize;
         assert_eq!(
             out.len(),
             3 * crop * crop,
             "output buffer must hold 3 × crop × crop values"
         );
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        let (new_w, new_h) = resized_size(w, h, self.recipe.resize as usize);
-        let (left, top) = crop_origin(new_w, new_h, crop);
         let filter = self.recipe.interpolation;
-        let need_h = new_w != w;
-        let need_v = new_h != h;
-        let src = img.as_raw();
+        let need_h = new_w != src.w;
+        let need_v = new_h != src.h;
+        let img_w = img.width() as usize;
+        let raw = img.as_raw();
+        self.vert.compute(src.h, new_h, top, crop, filter, need_v);
+        self.horiz.compute(src.w, new_w, left, crop, filter, need_h);
+        let plane = crop * crop;
+        let (mean, std) = (self.recipe.mean, self.recipe.std);
+        // ToTensor then Normalize, in f32 as torchvision does: (v / 255 − mean) / std.
+        let mut put = |xx: usize, yy: usize, acc: [i32; 3]| {
+            let ox = if flip { crop - 1 - xx } else { xx };
+            for c in 0..3 {
+                let v = f32::from(clip8(acc[c])) / 255.0;
+                out[c * plane + yy * crop + ox] = (v - mean[c]) / std[c];
+            }
+        };
+        // Pillow 13 runs the vertical pass first when the height shrinks by more than twice
+        // what the width does ("to make the horizontal pass faster"); the 8-bit rounding
+        // between the passes makes the order visible, so follow it.
+        let (dh, dw) = (src.h as i64 - new_h as i64, src.w as i64 - new_w as i64);
+        let vertical_first = dh > 0 && dh > dw * 2;
+        if vertical_first {
+            // Vertical pass over the needed source columns [c0, c1) × crop rows, 8-bit.
+            let (c0, c1) = self.horiz.span();
+            let row_len = (c1 - c0) * 3;
+            self.rows.clear();
+            self.rows.resize(crop * row_len, 0);
+            for yy in 0..crop {
+                let (start, taps) = self.vert.taps(yy);
+                let dst = &mut self.rows[yy * row_len..(yy + 1) * row_len];
+                for (x, px) in dst.chunks_exact_mut(3).enumerate() {
+                    let col = src.x + c0 + x;
+                    let mut acc = [ROUND_HALF; 3];
+                    for (i, &k) in taps.iter().enumerate() {
+                        let s = &raw[((src.y + start + i) * img_w + col) * 3..][..3];
+                        acc[0] += i32::from(s[0]) * k;
+                        acc[1] += i32::from(s[1]) * k;
+                        acc[2] += i32::from(s[2]) * k;
+                    }
+                    px.copy_from_slice(&acc.map(clip8));
+                }
+            }
+            // Horizontal pass into the normalised planar output.
+            for yy in 0..crop {
+                let row = &self.rows[yy * row_len..(yy + 1) * row_len];
+                for xx in 0..crop {
+                    let (start, taps) = self.horiz.taps(xx);
+                    let mut acc = [ROUND_HALF; 3];
+                    for (i, &k) in taps.iter().enumerate() {
+                        let s = &row[(start - c0 + i) * 3..][..3];
+                        acc[0] += i32::from(s[0]) * k;
+                        acc[1] += i32::from(s[1]) * k;
+                        acc[2] += i32::from(s[2]) * k;
+                    }
+                    put(xx, yy, acc);
+                }
+            }
+            return;
+        }
 
-        // Vertical coefficients decide which source rows the horizontal pass must produce.
-        self.vert.compute(h, new_h, top, crop, filter, need_v);
-        self.horiz.compute(w, new_w, left, crop, filter, need_h);
+        // Horizontal pass over the rows the vertical taps need: [first_row, last_row) × crop
+        // columns, 8-bit.
         let (first_row, last_row) = self.vert.span();
-
-        // Horizontal pass over the needed rows: [first_row, last_row) × crop columns, 8-bit.
         let row_len = crop * 3;
         self.rows.clear();
         self.rows.resize((last_row - first_row) * row_len, 0);
         for (r, y) in (first_row..last_row).enumerate() {
-            let src_row = &src[y * w * 3..(y + 1) * w * 3];
+            let y = src.y + y;
+            let src_row = &raw[(y * img_w + src.x) * 3..(y * img_w + src.x + src.w) * 3];
             let dst = &mut self.rows[r * row_len..(r + 1) * row_len];
             for (xx, px) in dst.chunks_exact_mut(3).enumerate() {
                 let (start, taps) = self.horiz.taps(xx);
@@ -239,11 +331,7 @@ impl Preprocessor {
                 px.copy_from_slice(&acc.map(clip8));
             }
         }
-
-        // Vertical pass into the normalised planar output. ToTensor then Normalize, in f32 as
-        // torchvision does: (v / 255 − mean) / std.
-        let plane = crop * crop;
-        let (mean, std) = (self.recipe.mean, self.recipe.std);
+        // Vertical pass into the normalised planar output.
         for yy in 0..crop {
             let (start, taps) = self.vert.taps(yy);
             let start = start - first_row;
@@ -255,10 +343,7 @@ impl Preprocessor {
                     acc[1] += i32::from(s[1]) * k;
                     acc[2] += i32::from(s[2]) * k;
                 }
-                for c in 0..3 {
-                    let v = f32::from(clip8(acc[c])) / 255.0;
-                    out[c * plane + yy * crop + xx] = (v - mean[c]) / std[c];
-                }
+                put(xx, yy, acc);
             }
         }
     }
@@ -269,6 +354,15 @@ impl Preprocessor {
         self.run(img, &mut out);
         out
     }
+}
+
+/// A rectangle of an image in pixels: left `x`, top `y`, width `w`, height `h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
 }
 
 /// torchvision `Resize(int)`: the short side becomes `size`, the long side

@@ -15,7 +15,7 @@ pub fn reference(name: &str) -> PathBuf {
     fixture("reference").join(name)
 }
 
-/// A C-ordered array read from a version-1 .npy file (`<f4` or `<i8`).
+/// A C-ordered array read from a version-1 .npy file (`<f4`, `<f8` or `<i8`).
 pub struct Npy<T> {
     pub shape: Vec<usize>,
     pub data: Vec<T>,
@@ -81,6 +81,10 @@ fn read<T, const W: usize>(path: &Path, descr: &str, from_le: fn([u8; W]) -> T) 
 
 pub fn read_f32(path: &Path) -> Npy<f32> {
     read(path, "<f4", f32::from_le_bytes)
+}
+
+pub fn read_f64(path: &Path) -> Npy<f64> {
+    read(path, "<f8", f64::from_le_bytes)
 }
 
 pub fn read_i64(path: &Path) -> Npy<i64> {

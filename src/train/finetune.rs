@@ -1,0 +1,347 @@
+//! Tip-Adapter-F: the cache keys become trainable parameters (values stay the frozen one-hot
+//! labels) and are fitted with cross-entropy on the Tip-Adapter logits, as the official
+//! `run_tip_adapter_F` does:
+//!
+//! ```text
+//! a = f·Kᵀ,  A = exp(−β(1 − a)),  z = s·f·Wᵀ + α·A·L,  loss = mean_b CE(z_b, y_b)
+//! ```
+//!
+//! The gradient is closed-form: with `δ = (softmax(z) − onehot(y)) / B`,
+//! `∂loss/∂a_bk = α·β·A_bk·δ_b[label(k)]` and `∂loss/∂K = (∂loss/∂a)ᵀ·F`.
+//! The optimiser is PyTorch's AdamW (decoupled weight decay, bias-corrected moments, eps added
+//! after the square root) with cosine annealing stepped once per iteration; keys are not
+//! renormalised after training.
+
+use crate::kernel::scalar::dot_f32 as dot;
+use crate::rng::{derive_seed, Rng};
+
+/// The optimiser settings of the official code and the paper.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FinetuneConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub eps: f64,
+    /// PyTorch's AdamW default, which the official code leaves in place.
+    pub weight_decay: f64,
+    pub betas: (f64, f64),
+    /// Seed of the per-epoch shuffles.
+    pub seed: u64,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        FinetuneConfig {
+            epochs: 20,
+            batch: 256,
+            lr: 1e-3,
+            eps: 1e-4,
+            weight_decay: 0.01,
+            betas: (0.9, 0.999),
+            seed: 1,
+        }
+    }
+}
+
+/// `CosineAnnealingLR` with `eta_min = 0`: the rate of step `t` (0-based) of `t_max`.
+pub fn cosine_lr(base: f64, t: usize, t_max: usize) -> f64 {
+    if t_max == 0 {
+        return base;
+    }
+    base * (1.0 + (std::f64::consts::PI * t as f64 / t_max as f64).cos()) / 2.0
+}
+
+/// PyTorch's `AdamW` (single-tensor path), in f32 like the tensors, with scalars computed in
+/// f64 like Python's floats.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: i32,
+}
+
+impl AdamW {
+    pub fn new(n_params: usize, cfg: &FinetuneConfig) -> AdamW {
+        AdamW {
+            betas: cfg.betas,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+            m: vec![0.0; n_params],
+            v: vec![0.0; n_params],
+            step: 0,
+        }
+    }
+
+    /// One update of `param` with `grad` at learning rate `lr`.
+    pub fn update(&mut self, param: &mut [f32], grad: &[f32], lr: f64) {
+        assert_eq!(param.len(), self.m.len());
+        assert_eq!(grad.len(), self.m.len());
+        self.step += 1;
+        let (b1, b2) = self.betas;
+        let decay = (1.0 - lr * self.weight_decay) as f32;
+        let w1 = (1.0 - b1) as f32;
+        let b2f = b2 as f32;
+        let w2 = (1.0 - b2) as f32;
+        let bc1 = 1.0 - b1.powi(self.step);
+        let bc2 = 1.0 - b2.powi(self.step);
+        let step_size = -(lr / bc1) as f32;
+        let bc2_sqrt = bc2.sqrt() as f32;
+        let eps = self.eps as f32;
+        for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v) {
+            *p *= decay;
+            *m += w1 * (g - *m);
+            *v = *v * b2f + w2 * (g * g);
+            let denom = v.sqrt() / bc2_sqrt + eps;
+            *p += step_size * (*m / denom);
+        }
+    }
+}
+
+/// The trainable cache: keys (`n_keys × dim`, class-sorted by `labels`), the frozen zero-shot
+/// classifier, α, β and the logit scale, with the buffers one step needs.
+#[derive(Debug, Clone)]
+pub struct TipAdapterF {
+    pub keys: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub classifier: Option<Vec<f32>>,
+    pub dim: usize,
+    pub n_classes: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub logit_scale: f32,
+    grad: Vec<f32>,
+    aff: Vec<f32>,
+    delta: Vec<f32>,
+}
+
+impl TipAdapterF {
+    pub fn new(
+        keys: Vec<f32>,
+        labels: Vec<u32>,
+        classifier: Option<Vec<f32>>,
+        dim: usize,
+        n_classes: usize,
+        (alpha, beta, logit_scale): (f32, f32, f32),
+    ) -> TipAdapterF {
+        assert_eq!(keys.len(), labels.len() * dim, "keys must be n_keys × dim");
+        assert!(labels.iter().all(|&l| (l as usize) < n_classes));
+        if let Some(w) = &classifier {
+            assert_eq!(w.len(), n_classes * dim, "W must be n_classes × dim");
+        }
+        TipAdapterF {
+            grad: vec![0.0; keys.len()],
+            keys,
+            labels,
+            classifier,
+            dim,
+            n_classes,
+            alpha,
+            beta,
+            logit_scale,
+            aff: Vec::new(),
+            delta: Vec::new(),
+        }
+    }
+
+    pub fn n_keys(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The gradient left by the last [`TipAdapterF::loss_and_grad`].
+    pub fn grad(&self) -> &[f32] {
+        &self.grad
+    }
+
+    /// Mean cross-entropy of the batch `features` (`b × dim`) with `targets`, and its gradient
+    /// with respect to the keys (kept in `self.grad`).
+    pub fn loss_and_grad(&mut self, features: &[f32], targets: &[u32]) -> f64 {
+        let (dim, nk, nc) = (self.dim, self.n_keys(), self.n_classes);
+        let b = targets.len();
+        assert_eq!(features.len(), b * dim, "features must be batch × dim");
+        self.aff.resize(b * nk, 0.0);
+        self.delta.resize(b * nc, 0.0);
+        // Forward: A = exp(β·a − β) (the official `exp(−(β − β·a))`), z = s·f·Wᵀ + α·A·L.
+        let keys = &self.keys;
+        let beta = self.beta;
+        par_rows(&mut self.aff, nk, |bi, row| {
+            let f = &features[bi * dim..(bi + 1) * dim];
+            for (a, k) in row.iter_mut().zip(keys.chunks_exact(dim)) {
+                *a = (-(beta - beta * dot(f, k))).exp();
+            }
+        });
+        let mut loss = 0f64;
+        let mut z = vec![0f32; nc];
+        for bi in 0..b {
+            let f = &features[bi * dim..(bi + 1) * dim];
+            match &self.classifier {
+                Some(w) => {
+                    for (zc, wc) in z.iter_mut().zip(w.chunks_exact(dim)) {
+                        *zc = self.logit_scale * dot(f, wc);
+                    }
+                }
+                None => z.fill(0.0),
+            }
+            let mut cache = vec![0f32; nc];
+            for (a, &l) in self.aff[bi * nk..(bi + 1) * nk].iter().zip(&self.labels) {
+                cache[l as usize] += a;
+            }
+            for (zc, c) in z.iter_mut().zip(&cache) {
+                *zc += self.alpha * c;
+            }
+            // Softmax and cross-entropy in f64 (log-sum-exp with the maximum subtracted).
+            let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+            let sum: f64 = z.iter().map(|&v| (v as f64 - max).exp()).sum();
+            let y = targets[bi] as usize;
+            loss += sum.ln() + max - z[y] as f64;
+            for (c, d) in self.delta[bi * nc..(bi + 1) * nc].iter_mut().enumerate() {
+                let p = (z[c] as f64 - max).exp() / sum;
+                let t = if c == y { 1.0 } else { 0.0 };
+                *d = ((p - t) / b as f64) as f32;
+            }
+        }
+        // Backward: g_bk = α·β·A_bk·δ_b[label k] (in place of A), ∂K_k = Σ_b g_bk·f_b.
+        let ab = self.alpha * self.beta;
+        for bi in 0..b {
+            let d = &self.delta[bi * nc..(bi + 1) * nc];
+            for (a, &l) in self.aff[bi * nk..(bi + 1) * nk]
+                .iter_mut()
+                .zip(&self.labels)
+            {
+                *a *= ab * d[l as usize];
+            }
+        }
+        let g = &self.aff;
+        par_rows(&mut self.grad, dim, |k, gk| {
+            gk.fill(0.0);
+            for bi in 0..b {
+                let gbk = g[bi * nk + k];
+                if gbk != 0.0 {
+                    for (o, &x) in gk.iter_mut().zip(&features[bi * dim..(bi + 1) * dim]) {
+                        *o += gbk * x;
+                    }
+                }
+            }
+        });
+        loss / b as f64
+    }
+
+    /// One optimiser step on a batch; returns the batch loss before the step.
+    pub fn step(&mut self, opt: &mut AdamW, features: &[f32], targets: &[u32], lr: f64) -> f64 {
+        let loss = self.loss_and_grad(features, targets);
+        opt.update(&mut self.keys, &self.grad, lr);
+        loss
+    }
+}
+
+/// One epoch's numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "runtime", derive(serde::Serialize))]
+pub struct EpochReport {
+    pub epoch: usize,
+    /// Mean of the batch losses.
+    pub loss: f64,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Validation top-1 (percent) with the keys at the end of the epoch.
+    pub val_accuracy: f64,
+}
+
+/// The result of [`train`]: the keys of the best epoch on the validation split.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub keys: Vec<f32>,
+    pub best_epoch: usize,
+    pub best_val_accuracy: f64,
+    pub epochs: Vec<EpochReport>,
+}
+
+/// The training loop: each epoch asks `epoch_data(epoch)` for freshly augmented training
+/// features (unit-norm, `n × dim`) and their classes, shuffles them (seeded), walks them in
+/// batches of `cfg.batch` (the last one smaller), steps AdamW with the cosine schedule over
+/// `epochs × batches` iterations, then asks `validate(keys)` for the validation accuracy. The
+/// keys of the first epoch with the strictly best validation accuracy are returned.
+pub fn train<E>(
+    model: &mut TipAdapterF,
+    cfg: &FinetuneConfig,
+    mut epoch_data: impl FnMut(usize) -> Result<(Vec<f32>, Vec<u32>), E>,
+    mut validate: impl FnMut(&[f32]) -> Result<f64, E>,
+    mut on_epoch: impl FnMut(&EpochReport),
+) -> Result<Trained, E> {
+    let dim = model.dim;
+    let mut opt = AdamW::new(model.keys.len(), cfg);
+    let mut best: Option<(usize, f64, Vec<f32>)> = None;
+    let mut reports = Vec::with_capacity(cfg.epochs);
+    let mut t = 0;
+    let mut t_max = 0;
+    let mut batch_feats = Vec::new();
+    let mut batch_targets = Vec::new();
+    for epoch in 0..cfg.epochs {
+        let (feats, targets) = epoch_data(epoch)?;
+        let n = targets.len();
+        if epoch == 0 {
+            t_max = cfg.epochs * n.div_ceil(cfg.batch.max(1));
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        Rng::new(derive_seed(cfg.seed, &[0x5F, epoch as u64])).shuffle(&mut order);
+        let mut loss_sum = 0.0;
+        let mut batches = 0;
+        let mut lr = cfg.lr;
+        for chunk in order.chunks(cfg.batch.max(1)) {
+            batch_feats.clear();
+            batch_targets.clear();
+            for &i in chunk {
+                batch_feats.extend_from_slice(&feats[i * dim..(i + 1) * dim]);
+                batch_targets.push(targets[i]);
+            }
+            lr = cosine_lr(cfg.lr, t, t_max);
+            loss_sum += model.step(&mut opt, &batch_feats, &batch_targets, lr);
+            batches += 1;
+            t += 1;
+        }
+        let val_accuracy = validate(&model.keys)?;
+        let report = EpochReport {
+            epoch,
+            loss: if batches > 0 {
+                loss_sum / batches as f64
+            } else {
+                0.0
+            },
+            lr,
+            val_accuracy,
+        };
+        on_epoch(&report);
+        reports.push(report);
+        if best.as_ref().is_none_or(|b| val_accuracy > b.1) {
+            best = Some((epoch, val_accuracy, model.keys.clone()));
+        }
+    }
+    let (best_epoch, best_val_accuracy, keys) = best.unwrap_or((0, 0.0, model.keys.clone()));
+    Ok(Trained {
+        keys,
+        best_epoch,
+        best_val_accuracy,
+        epochs: reports,
+    })
+}
+
+/// Runs `f(row_index, row)` over the `row_len`-long rows of `out`, on rayon's pool when the
+/// runtime is built (the rows are independent), sequentially otherwise.
+fn par_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if row_len == 0 {
+        return;
+    }
+    #[cfg(feature = "runtime")]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
+    }
+    #[cfg(not(feature = "runtime"))]
+    out.chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(i, r)| f(i, r));
+}

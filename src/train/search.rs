@@ -1,0 +1,230 @@
+//! The α/β grid search of the official Tip-Adapter code (`search_hp`): for every β of the
+//! grid (outer loop) and every α (inner loop), the top-1 accuracy of
+//!
+//! ```text
+//! logits = logit_scale · f·Wᵀ + α · exp(−β(1 − f·Kᵀ)) · L
+//! ```
+//!
+//! on a validation split; the first strictly better point wins. The work is shared across the
+//! grid: the similarities `f·Kᵀ` come from the SIMD kernel once per query, the zero-shot term
+//! once per query, the affinities once per (query, β) through the kernel's vectorised exp, and
+//! each α costs only a multiply-add per class.
+
+use crate::kernel::scalar::dot_f32 as dot;
+use crate::kernel::{Kernel, KernelError, Keys, Scratch, MAX_BATCH};
+
+/// The points of an α/β search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    pub betas: Vec<f32>,
+    pub alphas: Vec<f32>,
+}
+
+/// Queries scored per block: the similarities of a block are kept for all β.
+const BLOCK: usize = 256;
+
+impl Grid {
+    /// The official grid: `β_i = 0.1 + i·(β_max − 0.1)/steps_β` for `i < steps_β`, and
+    /// likewise α (Tip-Adapter's configs: scales (7, 3), steps (200, 20)). Computed in f64 as
+    /// Python does, then rounded to f32.
+    pub fn official(beta_max: f64, alpha_max: f64, beta_steps: usize, alpha_steps: usize) -> Grid {
+        let list = |max: f64, steps: usize| {
+            (0..steps)
+                .map(|i| (i as f64 * (max - 0.1) / steps as f64 + 0.1) as f32)
+                .collect()
+        };
+        Grid {
+            betas: list(beta_max, beta_steps),
+            alphas: list(alpha_max, alpha_steps),
+        }
+    }
+
+    /// One point (for scoring a fixed α/β with the same code path).
+    pub fn single(alpha: f32, beta: f32) -> Grid {
+        Grid {
+            betas: vec![beta],
+            alphas: vec![alpha],
+        }
+    }
+}
+
+/// Accuracy (percent, `100·correct/n` as the official `cls_acc`) at every grid point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridAccuracy {
+    pub grid: Grid,
+    /// `correct[i_beta * alphas + i_alpha]`.
+    pub correct: Vec<u32>,
+    pub n: usize,
+}
+
+impl GridAccuracy {
+    pub fn accuracy(&self, i_beta: usize, i_alpha: usize) -> f64 {
+        let c = self.correct[i_beta * self.grid.alphas.len() + i_alpha];
+        if self.n == 0 {
+            0.0
+        } else {
+            100.0 * f64::from(c) / self.n as f64
+        }
+    }
+
+    /// The official choice: β outer, α inner, the first strictly better accuracy wins
+    /// (ties keep the earlier, smaller β and α). Returns (α, β, accuracy).
+    pub fn best(&self) -> (f32, f32, f64) {
+        let mut best = (0, 0);
+        let mut best_correct = None;
+        for ib in 0..self.grid.betas.len() {
+            for ia in 0..self.grid.alphas.len() {
+                let c = self.correct[ib * self.grid.alphas.len() + ia];
+                if best_correct.is_none_or(|b| c > b) {
+                    best_correct = Some(c);
+                    best = (ib, ia);
+                }
+            }
+        }
+        (
+            self.grid.alphas[best.1],
+            self.grid.betas[best.0],
+            self.accuracy(best.0, best.1),
+        )
+    }
+}
+
+/// What the logits are made of: cache keys (class-sorted), optional zero-shot W
+/// (`n_classes × dim`) and its scale.
+#[derive(Clone, Copy)]
+pub struct Model<'a> {
+    pub keys: Keys<'a>,
+    pub classifier: Option<&'a [f32]>,
+    pub logit_scale: f32,
+}
+
+/// Top-1 correct counts of `model` over the grid for `features` (`n × dim`, unit-norm) with
+/// true classes `labels`. `progress` is called with the number of queries done.
+pub fn grid_accuracy(
+    kernel: &Kernel,
+    model: &Model<'_>,
+    features: &[f32],
+    labels: &[u32],
+    grid: &Grid,
+    mut progress: impl FnMut(usize),
+) -> Result<GridAccuracy, KernelError> {
+    let dim = model.keys.dim();
+    let nc = model.keys.n_classes();
+    let n_keys = model.keys.len();
+    let n = labels.len();
+    if features.len() != n * dim {
+        return Err(KernelError(format!(
+            "{} feature values for {n} labels of dim {dim}",
+            features.len()
+        )));
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= nc) {
+        return Err(KernelError(format!(
+            "label {bad} out of range for {nc} classes"
+        )));
+    }
+    if let Some(w) = model.classifier {
+        if w.len() != nc * dim {
+            return Err(KernelError(format!(
+                "classifier has {} values, expected {nc} classes × {dim}",
+                w.len()
+            )));
+        }
+    }
+    let (nb, na) = (grid.betas.len(), grid.alphas.len());
+    let mut correct = vec![0u32; nb * na];
+    let offsets = model.keys.class_offsets();
+    let mut scratch = Scratch::new(dim);
+    let mut sims = vec![0f32; BLOCK.min(n.max(1)) * n_keys];
+    let mut zero_shot = vec![0f32; BLOCK.min(n.max(1)) * nc];
+    let mut aff = vec![0f32; n_keys];
+    let mut cache = vec![0f32; nc];
+    let mut start = 0;
+    while start < n {
+        let end = (start + BLOCK).min(n);
+        let rows = end - start;
+        for b0 in (0..rows).step_by(MAX_BATCH) {
+            let b1 = (b0 + MAX_BATCH).min(rows);
+            kernel.similarities(
+                &features[(start + b0) * dim..(start + b1) * dim],
+                &model.keys,
+                &mut scratch,
+                &mut sims[b0 * n_keys..b1 * n_keys],
+            )?;
+        }
+        for r in 0..rows {
+            let f = &features[(start + r) * dim..(start + r + 1) * dim];
+            let z = &mut zero_shot[r * nc..(r + 1) * nc];
+            match model.classifier {
+                Some(w) => {
+                    for (zc, wc) in z.iter_mut().zip(w.chunks_exact(dim)) {
+                        *zc = model.logit_scale * dot(f, wc);
+                    }
+                }
+                None => z.fill(0.0),
+            }
+        }
+        for (ib, &beta) in grid.betas.iter().enumerate() {
+            for r in 0..rows {
+                aff.copy_from_slice(&sims[r * n_keys..(r + 1) * n_keys]);
+                kernel.affinity_in_place(&mut aff, beta);
+                for (c, w) in cache.iter_mut().zip(offsets.windows(2)) {
+                    *c = aff[w[0] as usize..w[1] as usize].iter().sum();
+                }
+                let z = &zero_shot[r * nc..(r + 1) * nc];
+                let label = labels[start + r] as usize;
+                for (ia, &alpha) in grid.alphas.iter().enumerate() {
+                    if argmax(z.iter().zip(&cache).map(|(&z, &c)| z + alpha * c)) == label {
+                        correct[ib * na + ia] += 1;
+                    }
+                }
+            }
+        }
+        start = end;
+        progress(start);
+    }
+    Ok(GridAccuracy {
+        grid: grid.clone(),
+        correct,
+        n,
+    })
+}
+
+/// Index of the first maximum (NaN never wins).
+pub fn argmax(values: impl Iterator<Item = f32>) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, v) in values.enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn official_grid_values() {
+        let g = Grid::official(7.0, 3.0, 200, 20);
+        assert_eq!(g.betas.len(), 200);
+        assert_eq!(g.alphas.len(), 20);
+        assert_eq!(g.betas[0], 0.1);
+        assert!((g.betas[199] - (199.0 * 6.9 / 200.0 + 0.1) as f32).abs() < 1e-7);
+        assert!((g.alphas[1] - 0.245).abs() < 1e-7);
+    }
+
+    #[test]
+    fn ties_keep_the_first_point() {
+        let acc = GridAccuracy {
+            grid: Grid {
+                betas: vec![1.0, 2.0],
+                alphas: vec![0.5, 1.0],
+            },
+            correct: vec![3, 5, 5, 4],
+            n: 10,
+        };
+        assert_eq!(acc.best(), (1.0, 1.0, 50.0));
+    }
+}
