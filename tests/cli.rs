@@ -311,3 +311,177 @@ fn bench_encoder_reports_latency_and_profile() {
     );
     assert!(ops.iter().all(|o| o["nodes"].as_u64().unwrap() >= 1));
 }
+
+fn run_ok(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    json_lines(&out.stdout).pop().expect("one JSON object")
+}
+
+/// The few-shot workflow on the textile example: `cache build` (K-shot draw, augmented keys;
+/// the same seed gives the same bytes) → `tune` on the val split → `finetune` → `eval` on the
+/// query split with every method side by side and a plot; features come from the store the
+/// second time; a pack built from other shots is refused by `finetune`.
+#[test]
+fn few_shot_workflow_build_tune_finetune_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::fixture("clip-tiny");
+    let example = common::repo("examples/textile");
+    let store = dir.path().join("features");
+    let bin = || Command::new(env!("CARGO_BIN_EXE_tipedge"));
+    let build = |out: &Path, seed: &str| {
+        let mut c = bin();
+        c.args([
+            "cache",
+            "build",
+            "--json",
+            "-k",
+            "2",
+            "--augment-epochs",
+            "2",
+        ])
+        .args(["--seed", seed, "--created", "0", "--keys", "f32", "--model"])
+        .arg(&model)
+        .arg("--shots")
+        .arg(example.join("shots"))
+        .arg("--out")
+        .arg(out);
+        run_ok(&mut c)
+    };
+    let pack = dir.path().join("t.pack");
+    let built = build(&pack, "3");
+    assert_eq!(built["keys"], 6);
+    assert_eq!(built["augment_epochs"], 2);
+    let again = dir.path().join("t2.pack");
+    build(&again, "3");
+    assert_eq!(
+        std::fs::read(&pack).unwrap(),
+        std::fs::read(&again).unwrap(),
+        "same seed, same bytes"
+    );
+    let other = dir.path().join("t3.pack");
+    build(&other, "4");
+    assert_ne!(
+        std::fs::read(&pack).unwrap(),
+        std::fs::read(&other).unwrap()
+    );
+
+    let tuned = dir.path().join("tuned.pack");
+    let mut c = bin();
+    c.args(["tune", "--json", "--model"])
+        .arg(&model)
+        .arg("--pack")
+        .arg(&pack);
+    c.arg("--val")
+        .arg(example.join("val"))
+        .arg("--out")
+        .arg(&tuned)
+        .arg("--features")
+        .arg(&store);
+    let t = run_ok(&mut c);
+    assert_eq!(t["n_val"], 48);
+    assert_eq!(t["features_from_store"], 0);
+    let (alpha, beta) = (t["alpha"].as_f64().unwrap(), t["beta"].as_f64().unwrap());
+    assert!(t["val_top1"].as_f64().unwrap() >= t["val_top1_before"].as_f64().unwrap());
+    let info = run_ok(bin().args(["inspect", "--json"]).arg(&tuned));
+    assert!((info["alpha"].as_f64().unwrap() - alpha).abs() < 1e-6);
+    assert!((info["beta"].as_f64().unwrap() - beta).abs() < 1e-6);
+
+    let ft = dir.path().join("ft.pack");
+    let mut c = bin();
+    c.args([
+        "finetune", "--json", "--epochs", "3", "--keys", "int8", "--model",
+    ])
+    .arg(&model);
+    c.arg("--pack")
+        .arg(&tuned)
+        .arg("--shots")
+        .arg(example.join("shots"));
+    c.arg("--val")
+        .arg(example.join("val"))
+        .arg("--out")
+        .arg(&ft)
+        .arg("--features")
+        .arg(&store);
+    let f = run_ok(&mut c);
+    assert_eq!(f["epochs"].as_array().unwrap().len(), 3);
+    assert_eq!(f["n_shots"], 6);
+    assert_eq!(f["key_dtype"], "int8");
+    assert!(f["max_key_change"].as_f64().unwrap() > 0.0, "{f}");
+    let lrs: Vec<f64> = f["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["lr"].as_f64().unwrap())
+        .collect();
+    assert!(
+        lrs.windows(2).all(|w| w[1] < w[0]),
+        "cosine schedule: {lrs:?}"
+    );
+
+    let png = dir.path().join("eval.png");
+    let mut c = bin();
+    c.args(["eval", "--json", "--model"])
+        .arg(&model)
+        .arg("--pack")
+        .arg(&tuned);
+    c.arg("--finetuned")
+        .arg(&ft)
+        .arg("--test")
+        .arg(example.join("query"));
+    c.arg("--plot").arg(&png).arg("--features").arg(&store);
+    let e = run_ok(&mut c);
+    assert_eq!(e["n_images"], 48);
+    assert_eq!(e["method"], "tip_adapter_f");
+    let methods = e["methods"].as_object().unwrap();
+    for m in ["zero_shot", "cache_only", "tip_adapter", "tip_adapter_f"] {
+        let top1 = methods[m]["top1"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&top1), "{m}");
+    }
+    let confusion = e["confusion"].as_array().unwrap();
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 48);
+    assert_eq!(e["per_class"].as_array().unwrap().len(), 3);
+    let img = image::open(&png).unwrap();
+    assert!(img.width() >= 800 && img.height() >= 400);
+
+    // The query features were stored by eval: a second eval encodes nothing.
+    let mut c = bin();
+    c.args(["eval", "--json", "--model"])
+        .arg(&model)
+        .arg("--pack")
+        .arg(&tuned);
+    c.arg("--test")
+        .arg(example.join("query"))
+        .arg("--features")
+        .arg(&store);
+    let e2 = run_ok(&mut c);
+    assert_eq!(e2["features_from_store"], 48);
+    assert_eq!(e2["methods"]["tip_adapter"], e["methods"]["tip_adapter"]);
+
+    // A pack drawn with another K: the shots do not match its keys.
+    let mut c = bin();
+    c.args(["finetune", "-k", "3", "--epochs", "1", "--model"])
+        .arg(&model);
+    c.arg("--pack")
+        .arg(&tuned)
+        .arg("--shots")
+        .arg(example.join("shots"));
+    c.arg("--val")
+        .arg(example.join("val"))
+        .arg("--out")
+        .arg(dir.path().join("x.pack"));
+    c.arg("--features").arg(&store);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("keys for class") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!dir.path().join("x.pack").exists());
+}

@@ -1,23 +1,34 @@
 //! `tipedge cache build`: few-shot folder → adapter pack file.
 
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use tipedge::adapter::{DEFAULT_ALPHA, DEFAULT_BETA, LOGIT_SCALE};
+use tipedge::dataset::LabelledSet;
 use tipedge::encoder::{ImageEncoder, ModelPaths};
 use tipedge::kernel::KeyDtype;
 use tipedge::pack::{write_pack, OwnedKeys, PackContents, Provenance};
+use tipedge::pipeline::KeyRecipe;
+use tipedge::preprocess::augment::Augmentation;
 
 use super::classify::build;
-use super::common::{encoder_id, RuntimeArgs};
+use super::common::{encoder_id, now_unix, tool_version, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 #[derive(Subcommand, Debug)]
 pub enum CacheCommand {
-    /// Build an adapter pack from a few-shot folder: encode every shot, L2-normalise, sort the
-    /// keys by class, store them as int8 (one scale per key), fp16 or f32, with the class
-    /// names, α, β, the encoder's fingerprint and, for CLIP, the zero-shot classifier W.
+    /// Build an adapter pack from a few-shot folder, as Tip-Adapter builds its cache: draw K
+    /// shots per class (seeded; all images without --shots-per-class), encode
+    /// --augment-epochs random views of each (RandomResizedCrop scale 0.5–1 + horizontal flip),
+    /// average the raw features per shot and L2-normalise them into keys, sort the keys by
+    /// class, store them as int8 (one scale per key), fp16 or f32, with the class names, α, β,
+    /// the encoder's fingerprint, the provenance (K, epochs, seed) and, for CLIP, the zero-shot
+    /// classifier W. Same inputs and seed give a byte-identical pack (apart from its creation
+    /// time, which --created fixes).
+    ///
+    /// Then: `tipedge tune` picks α/β on a validation split, `tipedge finetune` trains the keys
+    /// (Tip-Adapter-F), `tipedge eval` scores a test split.
     ///
     /// The pack is written to a temporary file beside --out and renamed over it only when
     /// complete, so a device never sees a half-written pack. Use it with
@@ -25,7 +36,7 @@ pub enum CacheCommand {
     ///
     /// Example:
     ///   tipedge cache build --model models/fixtures/efficientnet-lite0 \
-    ///       --shots examples/textile/shots --out textile.pack
+    ///       --shots examples/textile/shots --shots-per-class 4 --seed 1 --out textile.pack
     #[command(verbatim_doc_comment)]
     Build(BuildArgs),
 }
@@ -42,6 +53,20 @@ pub struct BuildArgs {
     /// Where to write the pack.
     #[arg(long, short)]
     out: PathBuf,
+    /// Shots per class, drawn at random with --seed (a class with fewer images is an error)
+    /// [default: every image of every class].
+    #[arg(long, short = 'k', value_parser = clap::value_parser!(u32).range(1..))]
+    shots_per_class: Option<u32>,
+    /// Augmented passes over the shots whose features are averaged into each key
+    /// (Tip-Adapter's augment_epoch); 0 = one plain, unaugmented view per shot.
+    #[arg(long, default_value_t = 10)]
+    augment_epochs: u32,
+    /// Seed of the shot draw and of the augmentations.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Creation time stored in the pack, in Unix seconds [default: now].
+    #[arg(long)]
+    created: Option<i64>,
     /// How the keys are stored: int8 (4× smaller than f32, scored fastest; logit error well
     /// under 1%), fp16, or f32.
     #[arg(long, default_value = "int8")]
@@ -76,10 +101,20 @@ fn build_pack(args: BuildArgs) -> anyhow::Result<i32> {
     let t0 = Instant::now();
     let paths = ModelPaths::resolve(&args.model)?;
     let encoder = ImageEncoder::load(&paths.image, &args.runtime.run_options())?;
+    let mut shots = LabelledSet::read(&args.shots)?;
+    if let Some(k) = args.shots_per_class {
+        shots = shots.sample_k_shot(k as usize, args.seed)?;
+    }
+    let recipe = KeyRecipe {
+        augment_epochs: args.augment_epochs,
+        augmentation: Augmentation::default(),
+        seed: args.seed,
+    };
     let built = build(
         &encoder,
         &paths,
-        Some(&args.shots),
+        Some(&shots),
+        &recipe,
         &[],
         &args.templates,
         &args.runtime,
@@ -95,21 +130,12 @@ fn build_pack(args: BuildArgs) -> anyhow::Result<i32> {
         args.shots.display()
     );
     let keys = OwnedKeys::from_f32(args.keys, cache.dim(), cache.keys())?;
-    let shots_per_class = cache
-        .class_offsets()
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or(0);
     let provenance = Provenance {
-        shots: shots_per_class,
-        augment_epochs: 0,
-        seed: 0,
-        tool_version: format!("tipedge {}", env!("CARGO_PKG_VERSION")),
-        created_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        shots: shots.max_per_class() as u32,
+        augment_epochs: args.augment_epochs,
+        seed: args.seed,
+        tool_version: tool_version(),
+        created_unix: args.created.unwrap_or_else(now_unix),
     };
     let encoder_id = encoder_id(&encoder)?;
     let contents = PackContents {
@@ -138,6 +164,9 @@ fn build_pack(args: BuildArgs) -> anyhow::Result<i32> {
                 "dim": cache.dim(),
                 "key_dtype": args.keys.name(),
                 "text_classifier": built.classifier.is_some(),
+                "shots_per_class": provenance.shots,
+                "augment_epochs": args.augment_epochs,
+                "seed": args.seed,
                 "alpha": args.alpha,
                 "beta": args.beta,
                 "encoder": encoder_id.name,

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use tipedge::dataset::LabelledSet;
 use tipedge::encoder::{ImageEncoder, Precision, RunOptions};
 use tipedge::pack::{EncoderId, Expect};
 use tipedge::preprocess::DecodeLimits;
+use tipedge::train::features::{encode_split, EncodedSplit, FeatureStore};
 
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
@@ -90,4 +92,93 @@ pub fn encoder_id(encoder: &ImageEncoder) -> anyhow::Result<EncoderId> {
 /// What a pack must match to be used with `encoder`: its feature dimension and graph.
 pub fn expect_for(encoder: &ImageEncoder) -> anyhow::Result<Expect> {
     Ok(Expect::model(encoder.dim(), encoder_id(encoder)?))
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn tool_version() -> String {
+    format!("tipedge {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Where encoded validation / test features are kept between runs.
+#[derive(Args, Debug, Clone)]
+pub struct FeatureStoreArgs {
+    /// Folder of the feature store (features of val/test images, keyed by encoder and file
+    /// content, reused by tune, finetune and eval) [default: $TIPEDGE_FEATURES, else
+    /// $XDG_CACHE_HOME/tipedge/features, else ~/.cache/tipedge/features].
+    #[arg(long, value_name = "DIR")]
+    pub features: Option<PathBuf>,
+    /// Encode every image again and keep nothing.
+    #[arg(long, conflicts_with = "features")]
+    pub no_feature_store: bool,
+}
+
+/// The unit-norm features of a labelled split (through the feature store unless disabled),
+/// with the labels mapped onto `classes` (the pack's class names): a split class the pack
+/// does not know is an error. Unreadable images are reported on stderr and left out.
+pub fn encode_labelled(
+    encoder: &ImageEncoder,
+    split: &std::path::Path,
+    classes: &[String],
+    store_args: &FeatureStoreArgs,
+    runtime: &RuntimeArgs,
+    what: &str,
+    quiet: bool,
+) -> anyhow::Result<EncodedSplit> {
+    let set = LabelledSet::read(split)?;
+    let mut map = Vec::with_capacity(set.classes.len());
+    for c in &set.classes {
+        let Some(i) = classes.iter().position(|n| *n == c.name) else {
+            anyhow::bail!(
+                "{}: class '{}' is not one of the pack's classes ({})",
+                split.join(&c.folder).display(),
+                c.name,
+                classes.join(", ")
+            );
+        };
+        map.push(i as u32);
+    }
+    let mut store = if store_args.no_feature_store {
+        None
+    } else {
+        let dir = store_args
+            .features
+            .clone()
+            .unwrap_or_else(FeatureStore::default_dir);
+        let s = FeatureStore::open(
+            &dir,
+            encoder.fingerprint(),
+            encoder.precision().name(),
+            encoder.dim(),
+        )?;
+        if s.dropped_tail() {
+            eprintln!(
+                "{}: cut off a damaged tail (an interrupted run); the damaged features will be encoded again",
+                s.path().display()
+            );
+        }
+        Some(s)
+    };
+    let bar = progress(set.len(), what, quiet);
+    let mut out = encode_split(encoder, &set, store.as_mut(), runtime.limits(), |n| {
+        bar.set_position(n as u64)
+    })?;
+    bar.finish_and_clear();
+    for s in &out.skipped {
+        eprintln!("skipped {what} image: {}", s.reason);
+    }
+    anyhow::ensure!(
+        !out.labels.is_empty(),
+        "{}: no image could be encoded",
+        split.display()
+    );
+    for l in &mut out.labels {
+        *l = map[*l as usize];
+    }
+    Ok(out)
 }

@@ -4,9 +4,13 @@ mod bench;
 mod cache;
 mod classify;
 mod common;
+mod eval;
+mod finetune;
 mod info;
 mod inspect;
+mod plot;
 mod tokenize;
+mod tune;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +39,8 @@ pub const EXIT_FATAL: i32 = 2;
         --shots examples/textile/shots --out textile.pack\n  \
         tipedge classify --model models/fixtures/efficientnet-lite0 \\\n      \
         --pack textile.pack examples/textile/query\n\n\
+        Few-shot workflow: cache build (augmented keys) → tune (α/β on a validation split) → \
+        finetune (Tip-Adapter-F) → eval (test split, --plot).\n\n\
         Exit codes: 0 success; 1 finished but some inputs failed (listed at the end); \
         2 nothing could be done (bad arguments, missing or invalid model or data set)."
 )]
@@ -50,6 +56,9 @@ enum Command {
     /// Build adapter packs (the few-shot cache as one verified, memory-mapped file).
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    Tune(tune::TuneArgs),
+    Finetune(finetune::FinetuneArgs),
+    Eval(eval::EvalArgs),
     Inspect(inspect::InspectArgs),
     Info(info::InfoArgs),
     Tokenize(tokenize::TokenizeArgs),
@@ -73,6 +82,9 @@ pub fn run() -> i32 {
         Command::Classify(args) => classify::run(args),
         Command::Demo(args) => classify::demo(args),
         Command::Cache(cmd) => cache::run(cmd),
+        Command::Tune(args) => tune::run(args),
+        Command::Finetune(args) => finetune::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Info(args) => info::run(args),
         Command::Tokenize(args) => tokenize::run(args),
