@@ -154,23 +154,26 @@ unsafe fn reduce<T: Copy, S: Copy + Default, const K: usize, const Q: usize>(
 /// `out[k·batch + b] = q_b · key_k` for `K` keys at `keys` and `Q` queries at `q` (both
 /// row-major with row length `dim`).
 ///
+/// With `PREFETCH` it also prefetches the `K` keys that follow ([`Prefetch`]); a compile-time
+/// flag, so that the blocks without it run a loop with no test in it (about 5% on int8 and
+/// fp16 batches of 16, Zen 3).
+///
 /// Safety: `V`'s target features are present; `q` holds `Q` rows, `keys` `K` rows, and
 /// `out[k·batch + b]` is in bounds for `k < K`, `b < Q`.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // `acc[k][b]` over both indices reads clearest
-unsafe fn block_f<V: Vector, T: FloatKey, const K: usize, const Q: usize>(
+unsafe fn block_f<V: Vector, T: FloatKey, const K: usize, const Q: usize, const PREFETCH: bool>(
     q: *const f32,
     dim: usize,
     keys: *const T,
     out: *mut f32,
     batch: usize,
-    prefetch_next: bool,
 ) {
     let chunks = dim / V::F_LANES;
     let prefetch = Prefetch::new(keys, K, dim, chunks);
     let mut acc = [[V::f_zero(); Q]; K];
     for j in 0..chunks {
-        if prefetch_next {
+        if PREFETCH {
             prefetch.at(j);
         }
         let off = j * V::F_LANES;
@@ -206,7 +209,7 @@ unsafe fn block_f<V: Vector, T: FloatKey, const K: usize, const Q: usize>(
 /// Safety: as [`block_f`], plus `qs` holds `Q` and `ks` `K` scales.
 #[inline(always)]
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
-unsafe fn block_i8<V: Vector, const K: usize, const Q: usize>(
+unsafe fn block_i8<V: Vector, const K: usize, const Q: usize, const PREFETCH: bool>(
     q: *const i16,
     qs: *const f32,
     dim: usize,
@@ -214,13 +217,12 @@ unsafe fn block_i8<V: Vector, const K: usize, const Q: usize>(
     ks: *const f32,
     out: *mut f32,
     batch: usize,
-    prefetch_next: bool,
 ) {
     let chunks = dim / V::I_LANES;
     let prefetch = Prefetch::new(keys, K, dim, chunks);
     let mut acc = [[V::i_zero(); Q]; K];
     for j in 0..chunks {
-        if prefetch_next {
+        if PREFETCH {
             prefetch.at(j);
         }
         let off = j * V::I_LANES;
@@ -319,14 +321,18 @@ impl<V: Vector, T: FloatKey> Block for FloatBlock<V, T> {
     #[inline(always)]
     unsafe fn run<const K: usize, const Q: usize>(&self, i: usize, b: usize) {
         let (dim, batch) = (self.dim, self.batch);
-        block_f::<V, T, K, Q>(
+        let (q, keys, out) = (
             self.q.add(b * dim),
-            dim,
             self.keys.add(i * dim),
             self.out.add(i * batch + b),
-            batch,
-            b == 0,
-        )
+        );
+        // Two instantiations rather than a flag tested in the loop: the blocks without the
+        // prefetch (every query group after the first) keep a branch-free inner loop.
+        if b == 0 {
+            block_f::<V, T, K, Q, true>(q, dim, keys, out, batch)
+        } else {
+            block_f::<V, T, K, Q, false>(q, dim, keys, out, batch)
+        }
     }
 }
 
@@ -345,16 +351,19 @@ impl<V: Vector> Block for I8Block<V> {
     #[inline(always)]
     unsafe fn run<const K: usize, const Q: usize>(&self, i: usize, b: usize) {
         let (dim, batch) = (self.dim, self.batch);
-        block_i8::<V, K, Q>(
+        let (q, qs, keys, ks, out) = (
             self.q.add(b * dim),
             self.qs.add(b),
-            dim,
             self.keys.add(i * dim),
             self.ks.add(i),
             self.out.add(i * batch + b),
-            batch,
-            b == 0,
-        )
+        );
+        // As in `FloatBlock::run`: the prefetch is decided per instantiation.
+        if b == 0 {
+            block_i8::<V, K, Q, true>(q, qs, dim, keys, ks, out, batch)
+        } else {
+            block_i8::<V, K, Q, false>(q, qs, dim, keys, ks, out, batch)
+        }
     }
 }
 
