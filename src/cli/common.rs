@@ -43,10 +43,10 @@ impl RuntimeArgs {
     }
 }
 
-/// A progress bar on stderr with rate and ETA, hidden with `--json` or when stderr is not a
-/// terminal (logs and pipes get no control characters).
+/// A progress bar on stderr with rate and ETA, hidden with `--json` or when stdout or stderr is
+/// not a terminal (output redirected to a file or a pipe, logs: no control characters).
 pub fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
+    if quiet || !std::io::stderr().is_terminal() || !std::io::stdout().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len as u64);
