@@ -174,6 +174,7 @@ impl TipAdapterF {
         });
         let mut loss = 0f64;
         let mut z = vec![0f32; nc];
+        let mut cache = vec![0f32; nc];
         for bi in 0..b {
             let f = &features[bi * dim..(bi + 1) * dim];
             match &self.classifier {
@@ -184,7 +185,7 @@ impl TipAdapterF {
                 }
                 None => z.fill(0.0),
             }
-            let mut cache = vec![0f32; nc];
+            cache.fill(0.0);
             for (a, &l) in self.aff[bi * nk..(bi + 1) * nk].iter().zip(&self.labels) {
                 cache[l as usize] += a;
             }
