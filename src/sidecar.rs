@@ -77,6 +77,11 @@ pub struct Sidecar {
     pub context_length: Option<usize>,
     #[serde(default)]
     pub vocab_size: Option<usize>,
+    /// For int8 graphs written by models/quantize.py: scheme, per-channel, calibration
+    /// (method, image count and digest), the f32 graph's sha256. Informational: tract reads the
+    /// quantisation parameters from the graph itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<serde_json::Value>,
 }
 
 impl Sidecar {
