@@ -485,3 +485,60 @@ fn few_shot_workflow_build_tune_finetune_eval() {
     );
     assert!(!dir.path().join("x.pack").exists());
 }
+
+/// `embed` on an int8 graph: one JSON line per readable image, unit-norm features of the
+/// sidecar's dimension, equal to the f32 graph's within the quantisation error; an unreadable
+/// file is named on stderr, the others go on, exit code 1. `info` shows the quantisation.
+#[test]
+fn embed_int8_graph_prints_features_and_reports_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("truncated.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let images = [
+        common::fixture("images/chelsea.jpg"),
+        bad.clone(),
+        common::fixture("images/astronaut.jpg"),
+    ];
+    let run = |model: &str| {
+        let model = common::fixture(model);
+        let mut args = vec!["embed", "--model", model.to_str().unwrap()];
+        args.extend(images.iter().map(|p| p.to_str().unwrap()));
+        tipedge(&args)
+    };
+    let parse = |out: &Output| -> Vec<(String, Vec<f32>)> {
+        text(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+                let f = v["features"].as_array().unwrap();
+                let f: Vec<f32> = f.iter().map(|x| x.as_f64().unwrap() as f32).collect();
+                (v["path"].as_str().unwrap().to_string(), f)
+            })
+            .collect()
+    };
+    let int8 = run("clip-tiny-int8");
+    let stderr = text(&int8.stderr);
+    assert_eq!(int8.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("truncated.jpg"), "{stderr}");
+    assert!(stderr.contains("2 images embedded, 1 failed"), "{stderr}");
+    let f32_out = run("clip-tiny");
+    let (q, f) = (parse(&int8), parse(&f32_out));
+    assert_eq!(q.len(), 2);
+    for ((pq, vq), (pf, vf)) in q.iter().zip(&f) {
+        assert_eq!(pq, pf);
+        assert_eq!(vq.len(), 32);
+        let norm: f32 = vq.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{pq}: norm {norm}");
+        let cos = common::cosine(vq, vf);
+        assert!(cos > 0.999, "{pq}: int8 vs f32 cosine {cos}");
+    }
+
+    let info = tipedge(&["info", common::fixture("clip-tiny-int8").to_str().unwrap()]);
+    let stdout = text(&info.stdout);
+    assert_eq!(info.status.code(), Some(0));
+    assert!(
+        stdout
+            .contains("quantised   static-s8 (per-channel true), calibration minmax on 113 images"),
+        "{stdout}"
+    );
+}

@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use tipedge::dataset::expand_inputs;
-use tipedge::encoder::{ImageEncoder, ModelPaths};
+use tipedge::encoder::ModelPaths;
 use tipedge::kernel::bench::{run as run_kernel_bench, BenchConfig};
 use tipedge::kernel::{Isa, KeyDtype, MAX_BATCH};
 use tipedge::preprocess::{load_rgb, Preprocessor};
 
+use super::common::load_image_encoder;
 use super::common::RuntimeArgs;
 use super::EXIT_OK;
 
@@ -97,7 +98,7 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
     let paths = ModelPaths::resolve(&args.model)?;
     let opts = args.runtime.run_options();
     let t0 = Instant::now();
-    let enc = ImageEncoder::load(&paths.image, &opts)?;
+    let enc = load_image_encoder(&paths.image, &opts)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let n = enc.batch();
     // A fixed pseudo-random input: the timing of dense graphs does not depend on the values.

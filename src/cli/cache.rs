@@ -6,13 +6,14 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use tipedge::adapter::{DEFAULT_ALPHA, DEFAULT_BETA, LOGIT_SCALE};
 use tipedge::dataset::LabelledSet;
-use tipedge::encoder::{ImageEncoder, ModelPaths};
+use tipedge::encoder::ModelPaths;
 use tipedge::kernel::KeyDtype;
 use tipedge::pack::{write_pack, OwnedKeys, PackContents, Provenance};
 use tipedge::pipeline::KeyRecipe;
 use tipedge::preprocess::augment::Augmentation;
 
 use super::classify::build;
+use super::common::load_image_encoder;
 use super::common::{encoder_id, now_unix, tool_version, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
@@ -100,7 +101,7 @@ fn build_pack(args: BuildArgs) -> anyhow::Result<i32> {
     );
     let t0 = Instant::now();
     let paths = ModelPaths::resolve(&args.model)?;
-    let encoder = ImageEncoder::load(&paths.image, &args.runtime.run_options())?;
+    let encoder = load_image_encoder(&paths.image, &args.runtime.run_options())?;
     let mut shots = LabelledSet::read(&args.shots)?;
     if let Some(k) = args.shots_per_class {
         shots = shots.sample_k_shot(k as usize, args.seed)?;

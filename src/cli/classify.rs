@@ -13,6 +13,7 @@ use tipedge::pipeline::{build_cache, Embedder, KeyRecipe, Skipped, Timings};
 use tipedge::sidecar::Family;
 use tipedge::zeroshot::{build_classifier, Templates};
 
+use super::common::load_image_encoder;
 use super::common::{expect_for, progress, repo_path, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
@@ -234,7 +235,7 @@ fn classify(
 ) -> anyhow::Result<i32> {
     let paths = ModelPaths::resolve(model)?;
     let limits = common.runtime.limits();
-    let encoder = ImageEncoder::load(&paths.image, &common.runtime.run_options())?;
+    let encoder = load_image_encoder(&paths.image, &common.runtime.run_options())?;
     let queries = expand_inputs(inputs)?;
     anyhow::ensure!(
         !queries.is_empty(),

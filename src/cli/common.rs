@@ -43,6 +43,19 @@ impl RuntimeArgs {
     }
 }
 
+/// Loads an image encoder and warns on stderr (one line naming the graph) when it will be
+/// slow on this CPU: an int8 graph without VNNI on x86_64, f16 on x86_64.
+pub fn load_image_encoder(
+    path: &std::path::Path,
+    opts: &RunOptions,
+) -> tipedge::error::Result<ImageEncoder> {
+    let encoder = ImageEncoder::load(path, opts)?;
+    if let Some(w) = encoder.slow_path_warning() {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    Ok(encoder)
+}
+
 /// A progress bar on stderr with rate and ETA, hidden with `--json` or when stdout or stderr is
 /// not a terminal (output redirected to a file or a pipe, logs: no control characters).
 pub fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {

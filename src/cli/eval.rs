@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use clap::Args;
 use tipedge::adapter::TipAdapter;
-use tipedge::encoder::{ImageEncoder, ModelPaths};
+use tipedge::encoder::ModelPaths;
 use tipedge::kernel::MAX_BATCH;
 use tipedge::pack::Pack;
 use tipedge::train::metrics::Metrics;
 
+use super::common::load_image_encoder;
 use super::common::{encode_labelled, expect_for, FeatureStoreArgs, RuntimeArgs};
 use super::plot::{draw_report, Surface};
 use super::tune::{search_pack, GridArgs};
@@ -84,7 +85,7 @@ fn logits_of(
 pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let t0 = Instant::now();
     let paths = ModelPaths::resolve(&args.model)?;
-    let encoder = ImageEncoder::load(&paths.image, &args.runtime.run_options())?;
+    let encoder = load_image_encoder(&paths.image, &args.runtime.run_options())?;
     let expect = expect_for(&encoder)?;
     let pack = Pack::open(&args.pack, &expect)?;
     let finetuned = match &args.finetuned {

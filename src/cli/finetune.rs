@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use tipedge::adapter::{DEFAULT_ALPHA, DEFAULT_BETA};
 use tipedge::dataset::LabelledSet;
-use tipedge::encoder::{ImageEncoder, ModelPaths};
+use tipedge::encoder::ModelPaths;
 use tipedge::kernel::{Kernel, KeyData, KeyDtype, Keys};
 use tipedge::pack::{write_pack, OwnedKeys, Pack, Provenance};
 use tipedge::pipeline::Embedder;
@@ -15,6 +15,7 @@ use tipedge::rng::derive_seed;
 use tipedge::train::finetune::{train, FinetuneConfig, TipAdapterF};
 use tipedge::train::search::{grid_accuracy, Grid, Model};
 
+use super::common::load_image_encoder;
 use super::common::{
     encode_labelled, expect_for, now_unix, progress, tool_version, FeatureStoreArgs, RuntimeArgs,
 };
@@ -104,7 +105,7 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<i32> {
         "--lr must be a positive number"
     );
     let paths = ModelPaths::resolve(&args.model)?;
-    let encoder = ImageEncoder::load(&paths.image, &args.runtime.run_options())?;
+    let encoder = load_image_encoder(&paths.image, &args.runtime.run_options())?;
     let pack = Pack::open(&args.pack, &expect_for(&encoder)?)?;
     let dim = pack.dim();
     let classes = pack.class_names().to_vec();

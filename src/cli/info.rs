@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use tipedge::encoder::{ImageEncoder, ModelPaths, TextEncoder};
+use tipedge::encoder::{ModelPaths, TextEncoder};
 
+use super::common::load_image_encoder;
 use super::common::RuntimeArgs;
 
 /// Show a model's sidecar, verify its graph hash and shapes, and time its loading.
@@ -24,7 +25,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<i32> {
     let paths = ModelPaths::resolve(&args.model)?;
     let opts = args.runtime.run_options();
     let t0 = Instant::now();
-    let image = ImageEncoder::load(&paths.image, &opts)?;
+    let image = load_image_encoder(&paths.image, &opts)?;
     let image_ms = t0.elapsed().as_secs_f64() * 1e3;
     let text = match &paths.text {
         Some(p) => {
@@ -55,6 +56,24 @@ pub fn run(args: InfoArgs) -> anyhow::Result<i32> {
             sc.pretrained.as_deref().unwrap_or("?")
         );
         println!("  sha256      {} (verified)", image.fingerprint());
+        if let Some(q) = &sc.quantization {
+            let field = |k: &str| {
+                q.get(k)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "?".into())
+            };
+            println!(
+                "  quantised   {} (per-channel {}), calibration {}",
+                field("scheme").trim_matches('"'),
+                field("per_channel"),
+                q.get("calibration")
+                    .map_or("none (dynamic)".to_string(), |c| format!(
+                        "{} on {} images",
+                        c.get("method").and_then(|m| m.as_str()).unwrap_or("?"),
+                        c.get("images").map_or("?".to_string(), |n| n.to_string())
+                    ))
+            );
+        }
         println!(
             "  input       [{}, 3, {}, {}] f32, output [{}, {}]",
             opts.batch,

@@ -4,6 +4,7 @@ mod bench;
 mod cache;
 mod classify;
 mod common;
+mod embed;
 mod eval;
 mod finetune;
 mod info;
@@ -59,6 +60,7 @@ enum Command {
     Tune(tune::TuneArgs),
     Finetune(finetune::FinetuneArgs),
     Eval(eval::EvalArgs),
+    Embed(embed::EmbedArgs),
     Inspect(inspect::InspectArgs),
     Info(info::InfoArgs),
     Tokenize(tokenize::TokenizeArgs),
@@ -85,6 +87,7 @@ pub fn run() -> i32 {
         Command::Tune(args) => tune::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Info(args) => info::run(args),
         Command::Tokenize(args) => tokenize::run(args),

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use tipedge::encoder::{ImageEncoder, ModelPaths};
+use tipedge::encoder::ModelPaths;
 use tipedge::kernel::Kernel;
 use tipedge::pack::{write_with_alpha_beta, Pack};
 use tipedge::train::search::{grid_accuracy, Grid, GridAccuracy, Model};
 
+use super::common::load_image_encoder;
 use super::common::{encode_labelled, expect_for, progress, FeatureStoreArgs, RuntimeArgs};
 use super::EXIT_OK;
 
@@ -108,7 +109,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<i32> {
     let t0 = Instant::now();
     let grid = args.grid.grid()?;
     let paths = ModelPaths::resolve(&args.model)?;
-    let encoder = ImageEncoder::load(&paths.image, &args.runtime.run_options())?;
+    let encoder = load_image_encoder(&paths.image, &args.runtime.run_options())?;
     let pack = Pack::open(&args.pack, &expect_for(&encoder)?)?;
     let val = encode_labelled(
         &encoder,

@@ -96,6 +96,30 @@ impl ImageEncoder {
         self.graph.precision
     }
 
+    /// Why this encoder will be slow on this CPU, if it will. An int8 graph (its sidecar has a
+    /// `quantization` block) on an x86_64 CPU without AVX-512 VNNI or AVX-VNNI runs tract
+    /// 0.23.9's `avx2_mmm_i32_8x8` kernel, whose inner loop mixes a legacy-SSE load into AVX code:
+    /// measured 30-60x slower than the f32 kernel per matrix product (models/QUANTIZATION.md).
+    /// f16 without native fp16 arithmetic (every x86 CPU tract supports) is emulated.
+    pub fn slow_path_warning(&self) -> Option<String> {
+        if self.sidecar.quantization.is_some() && !fast_int8_matmul() {
+            return Some(
+                "int8 graph on an x86_64 CPU without AVX-512 VNNI / AVX-VNNI: tract's \
+                 int8 kernel is much slower than f32 here (see models/QUANTIZATION.md); use the \
+                 f32 graph on this machine"
+                    .into(),
+            );
+        }
+        if self.graph.precision == Precision::F16 && cfg!(target_arch = "x86_64") {
+            return Some(
+                "f16 on x86_64 is emulated by tract (10-25x slower than f32); it is meant \
+                 for ARM CPUs with fp16 arithmetic (Pi 5, Jetson Orin)"
+                    .into(),
+            );
+        }
+        None
+    }
+
     /// Encodes `n` preprocessed images laid out back to back in `pixels`
     /// (`n × 3 × H × W`), in chunks of the graph's batch size. Returns `n × dim` features.
     pub fn encode(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
@@ -162,3 +186,16 @@ fn read_sidecar(graph: &Path, tower: Tower) -> Result<Sidecar> {
 }
 
 pub use crate::kernel::l2_normalize_rows;
+
+/// Whether tract has a fast int8 matrix product on this CPU: always on aarch64 (SMLAL, or SDOT
+/// with dotprod), on x86_64 only with VNNI.
+fn fast_int8_matmul() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512vnni") || is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
