@@ -181,9 +181,11 @@ fn text_tower_matches_onnxruntime_and_pytorch() {
 }
 
 /// The int8 graphs of models/quantize.py (QOperator form) run on tract's integer kernels and
-/// give onnxruntime's result on the same graph: bit for bit in practice for the static symmetric
-/// form (requantisation rounds the same way); the dynamic form's activation quantisation is
-/// computed differently (tract's result is the one closer to f32, see models/QUANTIZATION.md), so
+/// give onnxruntime's result on the same graph. For the static symmetric form that is bit for bit
+/// on the AVX2 development machine; the bound leaves room for one quantisation step (1/127 of a
+/// tensor's range) where another ISA computes the f32 parts between the integer products (LayerNorm,
+/// attention) in another order and a value on a rounding boundary flips. The dynamic form's
+/// activation quantisation is computed differently (tract's result is the one closer to f32), so
 /// it gets a looser bound. Both stay close to the f32 graph they were made from.
 #[test]
 fn int8_graphs_match_onnxruntime_and_stay_close_to_f32() {
@@ -199,7 +201,7 @@ fn int8_graphs_match_onnxruntime_and_stay_close_to_f32() {
         (
             "clip-tiny-int8",
             "clip_tiny_int8_ort.npy",
-            (0.999999, 1e-5),
+            (0.9999, 0.02),
             (0.9995, 0.05),
         ),
         (
