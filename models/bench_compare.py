@@ -48,6 +48,10 @@ def label(path: str) -> str:
     return f"{parent}/{os.path.basename(path)}"
 
 
+def fmt_mib(v) -> str:
+    return "?" if v is None else f"{v:.0f}"
+
+
 def run_json(cmd: list[str], env: dict | None = None) -> dict:
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -130,6 +134,7 @@ def main(argv=None):
             "tract_load_ms": med([x["load_ms"] for x in c["tract"]]),
             "ort_load_ms": med([x["load_ms"] for x in c["ort"]]),
             "tract_peak_rss_mib": med([x["peak_rss_mib"] for x in c["tract"] if x.get("peak_rss_mib") is not None]),
+            "ort_peak_rss_mib": med([x["peak_rss_mib"] for x in c["ort"] if x.get("peak_rss_mib") is not None]),
         }
         if c["tract"] and "decode_median_ms" in c["tract"][0]:
             dec = med([x["decode_median_ms"] for x in c["tract"]])
@@ -150,14 +155,16 @@ def main(argv=None):
     print(f"tract (tipedge) vs onnxruntime: {a.rounds} alternating rounds x {a.runs} runs, batch {a.batch}, "
           f"tract {a.precision}; medians of the per-round medians; ratio = median of per-round tract/ORT "
           f"[min-max]; load average at the end {os.getloadavg()[0]:.2f}")
-    hdr = f"{'graph':<40} {'T':>2} {'tract ms':>9} {'ORT ms':>9} {'tract/ORT':>9} {'[range]':>13}"
+    hdr = (f"{'graph':<40} {'T':>2} {'tract ms':>9} {'ORT ms':>9} {'tract/ORT':>9} {'[range]':>13} "
+           f"{'tract MiB':>9} {'ORT MiB':>8}")
     img = any("decode_median_ms" in r for r in results)
     if img:
         hdr += f" {'decode ms':>9} {'prep ms':>8} {'(d+p)/enc':>9}"
     print(hdr)
     for r in results:
         line = (f"{r['label']:<40} {r['threads']:>2} {r['tract_median_ms']:>9.2f} {r['ort_median_ms']:>9.2f} "
-                f"{r['ratio_median']:>9.2f} {'[%.2f-%.2f]' % (r['ratio_min'], r['ratio_max']):>13}")
+                f"{r['ratio_median']:>9.2f} {'[%.2f-%.2f]' % (r['ratio_min'], r['ratio_max']):>13} "
+                f"{fmt_mib(r['tract_peak_rss_mib']):>9} {fmt_mib(r['ort_peak_rss_mib']):>8}")
         if "decode_median_ms" in r:
             line += (f" {r['decode_median_ms']:>9.2f} {r['preprocess_median_ms']:>8.2f} "
                      f"{100 * r['decode_preprocess_over_encode']:>8.1f}%")

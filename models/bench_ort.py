@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import os
 import platform
 import time
@@ -78,6 +79,8 @@ def main(argv=None):
         "p90_ms": round(float(np.percentile(times, 90)), 3),
         "min_ms": round(float(times.min()), 3),
         "load_ms": round(load_ms, 1),
+        # whole process (the Python interpreter and numpy included, ~30-40 MiB on their own)
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
     }))
