@@ -12,6 +12,10 @@ loads it and runs it fast:
   of attention and MLP, the projection). The attention products QKᵀ and A·V, LayerNorm,
   Softmax, GELU and the residual adds stay in f32: they are a few percent of the work and most of
   the accuracy risk.
+* A ReLU / ReLU6 (Clip) right after a quantised product is quantised with it, so the product's
+  output gets the activation's range ([0, 6]) rather than the much wider pre-activation range.
+  --skip-depthwise and --keep-float NAME… leave chosen convolutions in f32 (for CNNs: depthwise,
+  stem and head are the int8-unfriendly layers).
 * Schemes (--scheme):
     static-s8  (default) symmetric int8 activations and weights, zero points 0, scales fixed by
                calibration. tract's QLinearMatMul then needs no zero-point correction sums
@@ -32,10 +36,16 @@ Output: DIR/image.onnx + DIR/image.json. The sidecar is the f32 graph's with the
 nodes quantised, source graph hash). Afterwards the script compares onnxruntime's output on the
 int8 graph with the f32 graph on the held-out --check images (cosine, mean and minimum).
 
-  python models/quantize.py /work/bigmodels/vit-b-32 --out out/vit-b-32-int8 \\
-      --calibration calibration/images
-  python models/quantize.py /work/bigmodels/efficientnet-lite0 --out out/effnet-int8 \\
-      --calibration calibration/images --per-channel --check examples/textile/query
+Recommended recipes (models/QUANTIZATION.md has the measurements behind them):
+
+  python calibration/assemble.py                       # calibration/images, the default
+  python models/quantize.py out/vit-b-32 --out out/vit-b-32-int8 --per-channel
+  python models/quantize.py out/efficientnet-lite0 --out out/effnet-int8 --per-channel \\
+      --skip-depthwise --calibrate percentile --keep-float /conv_stem/ /conv_head/ \\
+      --check examples/textile/query
+
+int8 graphs are fast under tract on ARM (SMLAL / SDOT kernels) and on x86 with VNNI; on x86
+without VNNI tract 0.23.9's int8 kernel is far slower than f32 (tipedge warns when it loads one).
 """
 from __future__ import annotations
 
@@ -265,7 +275,7 @@ def quantize(args) -> None:
             if args.max_calibration:
                 files = files[: args.max_calibration]
             if not files:
-                raise SystemExit(f"{args.calibration}: no calibration images (see calibration/README.md)")
+                raise SystemExit(f"{', '.join(args.calibration)}: no calibration images (see calibration/README.md)")
             symmetric = args.scheme == "static-s8"
             extra.update({"ActivationSymmetric": symmetric, "WeightSymmetric": True})
             if args.calibrate == "percentile":
