@@ -57,7 +57,7 @@ RECIPES = {
 
 def run(cmd: list[str], env: dict | None = None) -> str:
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode not in (0,):
+    if r.returncode != 0:
         raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr.strip()[-2000:]}")
     return r.stdout
 
@@ -107,12 +107,19 @@ def ensure_model(arg: str | None, work: str, name: str) -> str:
     return out
 
 
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
 def quantise(src: str, out: str, opts: list[str]) -> None:
-    if os.path.isfile(os.path.join(out, "image.onnx")):
-        with open(os.path.join(out, "image.json")) as f:
-            if json.load(f).get("quantization", {}).get("source_sha256") == json.load(
-                    open(os.path.join(src, "image.json")))["sha256"] and os.environ.get("REQUANTIZE") != "1":
-                return
+    """quantize.py src → out, unless out already holds an int8 graph made from this src
+    (REQUANTIZE=1 forces it)."""
+    side = os.path.join(out, "image.json")
+    made_from_src = (os.path.isfile(side) and read_json(side).get("quantization", {}).get("source_sha256")
+                     == read_json(os.path.join(src, "image.json"))["sha256"])
+    if made_from_src and os.environ.get("REQUANTIZE") != "1":
+        return
     print(f"== quantising {src} → {out} {' '.join(opts)}", file=sys.stderr)
     run([sys.executable, os.path.join(HERE, "quantize.py"), src, "--out", out, *opts])
 
@@ -128,8 +135,7 @@ def main() -> None:
     ap.add_argument("--markdown-only", action="store_true", help="re-render the .md from models/accuracy.json")
     args = ap.parse_args()
     if args.markdown_only:
-        with open(os.path.join(HERE, "accuracy.json")) as f:
-            write_markdown(args.out, json.load(f, object_pairs_hook=OrderedDict))
+        write_markdown(args.out, read_json(os.path.join(HERE, "accuracy.json")))
         return
 
     if not os.path.isfile(args.tipedge):

@@ -196,6 +196,7 @@ fn int8_graphs_match_onnxruntime_and_stay_close_to_f32() {
     )
     .unwrap();
     let f32_feats = f32_graph.encode(&x, 3).unwrap();
+    assert!(!f32_graph.is_int8());
     let quant = |name: &str| common::fixture(&format!("quant/{name}"));
     for (dir, ort, (ort_cos, ort_rel), (f32_cos, f32_rel)) in [
         (
@@ -216,6 +217,7 @@ fn int8_graphs_match_onnxruntime_and_stay_close_to_f32() {
             &RunOptions::default(),
         )
         .unwrap();
+        assert!(enc.is_int8(), "{dir}: int8 tensors not found in the graph");
         let q = enc
             .sidecar()
             .quantization

@@ -10,8 +10,7 @@ use tipedge::kernel::bench::{run as run_kernel_bench, BenchConfig};
 use tipedge::kernel::{Isa, KeyDtype, MAX_BATCH};
 use tipedge::preprocess::{load_rgb, Preprocessor};
 
-use super::common::load_image_encoder;
-use super::common::RuntimeArgs;
+use super::common::{load_image_encoder, RuntimeArgs};
 use super::EXIT_OK;
 
 #[derive(Subcommand, Debug)]

@@ -13,8 +13,7 @@ use tipedge::pipeline::KeyRecipe;
 use tipedge::preprocess::augment::Augmentation;
 
 use super::classify::build;
-use super::common::load_image_encoder;
-use super::common::{encoder_id, now_unix, tool_version, RuntimeArgs};
+use super::common::{encoder_id, load_image_encoder, now_unix, tool_version, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 #[derive(Subcommand, Debug)]

@@ -13,8 +13,7 @@ use tipedge::pipeline::{build_cache, Embedder, KeyRecipe, Skipped, Timings};
 use tipedge::sidecar::Family;
 use tipedge::zeroshot::{build_classifier, Templates};
 
-use super::common::load_image_encoder;
-use super::common::{expect_for, progress, repo_path, RuntimeArgs};
+use super::common::{expect_for, load_image_encoder, progress, repo_path, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 /// Classify images with a few-shot cache (Tip-Adapter) and, for CLIP, zero-shot text prompts.

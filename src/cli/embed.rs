@@ -8,8 +8,7 @@ use tipedge::dataset::expand_inputs;
 use tipedge::encoder::ModelPaths;
 use tipedge::pipeline::Embedder;
 
-use super::common::load_image_encoder;
-use super::common::{progress, RuntimeArgs};
+use super::common::{load_image_encoder, progress, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 /// Print each image's feature vector as a JSON line {"path", "features"} (L2-normalised unless

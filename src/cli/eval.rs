@@ -10,8 +10,9 @@ use tipedge::kernel::MAX_BATCH;
 use tipedge::pack::Pack;
 use tipedge::train::metrics::Metrics;
 
-use super::common::load_image_encoder;
-use super::common::{encode_labelled, expect_for, FeatureStoreArgs, RuntimeArgs};
+use super::common::{
+    encode_labelled, expect_for, load_image_encoder, FeatureStoreArgs, RuntimeArgs,
+};
 use super::plot::{draw_report, Surface};
 use super::tune::{search_pack, GridArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};

@@ -15,9 +15,9 @@ use tipedge::rng::derive_seed;
 use tipedge::train::finetune::{train, FinetuneConfig, TipAdapterF};
 use tipedge::train::search::{grid_accuracy, Grid, Model};
 
-use super::common::load_image_encoder;
 use super::common::{
-    encode_labelled, expect_for, now_unix, progress, tool_version, FeatureStoreArgs, RuntimeArgs,
+    encode_labelled, expect_for, load_image_encoder, now_unix, progress, tool_version,
+    FeatureStoreArgs, RuntimeArgs,
 };
 use super::tune::{search_pack, GridArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};

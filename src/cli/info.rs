@@ -6,8 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use tipedge::encoder::{ModelPaths, TextEncoder};
 
-use super::common::load_image_encoder;
-use super::common::RuntimeArgs;
+use super::common::{load_image_encoder, RuntimeArgs};
 
 /// Show a model's sidecar, verify its graph hash and shapes, and time its loading.
 #[derive(Args, Debug)]
@@ -57,22 +56,22 @@ pub fn run(args: InfoArgs) -> anyhow::Result<i32> {
         );
         println!("  sha256      {} (verified)", image.fingerprint());
         if let Some(q) = &sc.quantization {
-            let field = |k: &str| {
-                q.get(k)
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "?".into())
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "?".into(),
+                other => other.to_string(),
+            };
+            let calibration = match q.get("calibration") {
+                Some(c) => format!("{} on {} images", text(&c["method"]), text(&c["images"])),
+                None => "none (dynamic)".into(),
             };
             println!(
-                "  quantised   {} (per-channel {}), calibration {}",
-                field("scheme").trim_matches('"'),
-                field("per_channel"),
-                q.get("calibration")
-                    .map_or("none (dynamic)".to_string(), |c| format!(
-                        "{} on {} images",
-                        c.get("method").and_then(|m| m.as_str()).unwrap_or("?"),
-                        c.get("images").map_or("?".to_string(), |n| n.to_string())
-                    ))
+                "  quantised   {} (per-channel {}), calibration {calibration}",
+                text(&q["scheme"]),
+                text(&q["per_channel"]),
             );
+        } else if image.is_int8() {
+            println!("  quantised   int8 graph (no quantization block in the sidecar)");
         }
         println!(
             "  input       [{}, 3, {}, {}] f32, output [{}, {}]",

@@ -9,8 +9,9 @@ use tipedge::kernel::Kernel;
 use tipedge::pack::{write_with_alpha_beta, Pack};
 use tipedge::train::search::{grid_accuracy, Grid, GridAccuracy, Model};
 
-use super::common::load_image_encoder;
-use super::common::{encode_labelled, expect_for, progress, FeatureStoreArgs, RuntimeArgs};
+use super::common::{
+    encode_labelled, expect_for, load_image_encoder, progress, FeatureStoreArgs, RuntimeArgs,
+};
 use super::EXIT_OK;
 
 /// Choose the pack's α (cache weight) and β (affinity sharpness) on a validation split with

@@ -76,6 +76,9 @@ pub(crate) struct Graph {
     pub(crate) sha256: String,
     pub(crate) batch: usize,
     pub(crate) precision: Precision,
+    /// The graph computes on 8-bit integer tensors (QOperator int8: QLinearMatMul/Conv,
+    /// MatMulInteger, ...), read from the graph itself, not from the sidecar.
+    pub(crate) int8: bool,
     executor: Executor,
     item_shape: Vec<usize>,
     input_dt: DatumType,
@@ -121,6 +124,14 @@ impl Graph {
             .map_err(|e| fail(&format!("graph does not accept input {shape:?}"), e))?
             .into_decluttered()
             .map_err(|e| fail("declutter failed", e))?;
+        let int8 = typed.nodes().iter().any(|n| {
+            n.outputs.iter().any(|o| {
+                matches!(
+                    o.fact.datum_type.unquantized(),
+                    DatumType::I8 | DatumType::U8
+                )
+            })
+        });
         if opts.precision == Precision::F16 {
             let t = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
                 .map_err(|e| fail("f16 transform", e))?
@@ -161,6 +172,7 @@ impl Graph {
             sha256,
             batch: opts.batch,
             precision: opts.precision,
+            int8,
             executor,
             item_shape: item_shape.to_vec(),
             input_dt,

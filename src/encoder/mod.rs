@@ -96,13 +96,17 @@ impl ImageEncoder {
         self.graph.precision
     }
 
-    /// Why this encoder will be slow on this CPU, if it will. An int8 graph (its sidecar has a
-    /// `quantization` block) on an x86_64 CPU without AVX-512 VNNI or AVX-VNNI runs tract
+    /// Whether the graph computes on int8 tensors (found in the graph, whatever the sidecar says).
+    pub fn is_int8(&self) -> bool {
+        self.graph.int8
+    }
+
+    /// Why this encoder will be slow on this CPU, if it will. An int8 graph on an x86_64 CPU without AVX-512 VNNI or AVX-VNNI runs tract
     /// 0.23.9's `avx2_mmm_i32_8x8` kernel, whose inner loop mixes a legacy-SSE load into AVX code:
     /// measured 30-60x slower than the f32 kernel per matrix product (models/QUANTIZATION.md).
     /// f16 without native fp16 arithmetic (every x86 CPU tract supports) is emulated.
     pub fn slow_path_warning(&self) -> Option<String> {
-        if self.sidecar.quantization.is_some() && !fast_int8_matmul() {
+        if self.graph.int8 && !fast_int8_matmul() {
             return Some(
                 "int8 graph on an x86_64 CPU without AVX-512 VNNI / AVX-VNNI: tract's \
                  int8 kernel is much slower than f32 here (see models/QUANTIZATION.md); use the \
