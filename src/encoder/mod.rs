@@ -103,7 +103,7 @@ impl ImageEncoder {
 
     /// Why this encoder will be slow on this CPU, if it will. An int8 graph on an x86_64 CPU without AVX-512 VNNI or AVX-VNNI runs tract
     /// 0.23.9's `avx2_mmm_i32_8x8` kernel, whose inner loop mixes a legacy-SSE load into AVX code:
-    /// measured 30-60x slower than the f32 kernel per matrix product (models/QUANTIZATION.md).
+    /// measured 52-74x slower than the f32 kernel per matrix product (models/QUANTIZATION.md).
     /// f16 without native fp16 arithmetic (every x86 CPU tract supports) is emulated.
     pub fn slow_path_warning(&self) -> Option<String> {
         if self.graph.int8 && !fast_int8_matmul() {
