@@ -295,11 +295,13 @@ proptest! {
 }
 
 /// Every tile length 0..=130 around the 64-key tile and the register blocks, with dims around
-/// every lane width (tails) and batches around the 4-query block.
+/// every lane width (tails) and batches around the 4-query block; and key counts whose
+/// four-stream walk (batches of 1–3, x86_64) ends in a short tile and leaves `n % 4` keys
+/// (259 = 4 × 64 + 3, 263 = 4 × 65 + 3).
 #[test]
 fn every_tile_length_tail_and_batch() {
     let dims = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100];
-    let ns = [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 63, 64, 65, 130];
+    let ns = [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 63, 64, 65, 130, 259, 263];
     let batches = [1, 2, 3, 4, 5, 8, 13, 16, 32];
     let mut seed = 1;
     for &dim in &dims {

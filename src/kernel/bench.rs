@@ -8,7 +8,8 @@
 //!   boundaries over `threads` threads, each with its own [`Scratch`];
 //! - the machine's read bandwidth, the kernel's physical limit: the same threads summing a
 //!   buffer of the keys' size with the widest loads the CPU has (AVX2 on x86_64; elsewhere a
-//!   loop the compiler vectorises).
+//!   loop the compiler vectorises), each thread reading its share as four streams side by
+//!   side, which one core reads faster than one stream (see `Streams` in the kernel module).
 //!
 //! Both report the median of the timed passes after one warm-up pass. By default the keys
 //! occupy at least [`DEFAULT_KEY_BYTES`] (64 MiB), twice a 32 MB L3, so every pass reads them
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use half::f16;
 
-use super::{Isa, Kernel, KernelError, KeyData, KeyDtype, Keys, Scratch, MAX_BATCH};
+use super::{Isa, Kernel, KernelError, KeyData, KeyDtype, Keys, Scratch, MAX_BATCH, STREAMS};
 
 /// Smallest key storage of the default `n`: far beyond the last-level cache.
 pub const DEFAULT_KEY_BYTES: usize = 64 << 20;
@@ -189,27 +190,29 @@ fn split(n: usize, class_size: usize, threads: usize) -> Vec<Part> {
         .collect()
 }
 
-/// Sum of `bytes` (the bandwidth probe), with the widest loads available.
+/// Sum of `bytes` (the bandwidth probe), with the widest loads available, read as [`STREAMS`]
+/// streams side by side like the kernel's small batches (see [`Streams`](super::Streams)).
 fn stream_sum(bytes: &[u8]) -> u64 {
     #[cfg(target_arch = "x86_64")]
     if let Some(s) = super::x86_64::stream_sum(bytes) {
         return s;
     }
-    // Portable: u64 lanes, four independent sums; the compiler vectorises this.
-    let mut acc = [0u64; 4];
-    let mut chunks = bytes.chunks_exact(32);
-    for c in &mut chunks {
-        for (l, a) in acc.iter_mut().enumerate() {
-            let w = u64::from_ne_bytes(c[8 * l..8 * l + 8].try_into().unwrap());
-            *a = a.wrapping_add(w);
+    // Portable: u64 lanes, four independent sums per stream; the compiler vectorises this.
+    let part = bytes.len() / STREAMS / 32 * 32;
+    let mut acc = [[0u64; 4]; STREAMS];
+    for off in (0..part).step_by(32) {
+        for (s, acc) in acc.iter_mut().enumerate() {
+            let c = &bytes[s * part + off..s * part + off + 32];
+            for (l, a) in acc.iter_mut().enumerate() {
+                let w = u64::from_ne_bytes(c[8 * l..8 * l + 8].try_into().unwrap());
+                *a = a.wrapping_add(w);
+            }
         }
     }
-    chunks
-        .remainder()
-        .iter()
-        .fold(acc.iter().fold(0u64, |t, a| t.wrapping_add(*a)), |t, &b| {
-            t.wrapping_add(b as u64)
-        })
+    bytes[STREAMS * part..].iter().fold(
+        acc.iter().flatten().fold(0u64, |t, a| t.wrapping_add(*a)),
+        |t, &b| t.wrapping_add(b as u64),
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {

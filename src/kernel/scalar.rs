@@ -13,6 +13,8 @@ pub(crate) const OPS: Ops = Ops {
     dots_f32,
     dots_f16,
     dots_i8,
+    // One tile at a time.
+    streams: None,
 };
 
 const LANES: usize = 8;

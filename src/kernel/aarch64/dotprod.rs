@@ -33,6 +33,8 @@ pub(super) const OPS: Ops = Ops {
     dots_f32: neon::dots_f32,
     dots_f16: neon::dots_f16,
     dots_i8,
+    // One tile at a time.
+    streams: None,
 };
 
 /// Dims whose int8 query parts are built at once: CLIP ViT-B's 512 in one piece; the two part

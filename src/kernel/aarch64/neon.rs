@@ -28,6 +28,8 @@ pub(super) const OPS: Ops = Ops {
     dots_f32,
     dots_f16,
     dots_i8,
+    // One tile at a time.
+    streams: None,
 };
 
 /// The operands of one call, shared by its register tiles. Rows are `dim` values apart; `out` is

@@ -1,6 +1,8 @@
 //! AVX2 + FMA + F16C: 256-bit tiles.
 //!
-//! Shapes (keys × queries), for batches of 4 and more / for single queries:
+//! Shapes (keys × queries), for batches of 4 and more / for fewer queries (batches of 1–3
+//! otherwise read the keys as four streams, in 4 × 1 blocks of one key per stream:
+//! [`Streams`](crate::kernel::Streams)):
 //! - f32, fp16: 3 × 4 (12 accumulators + 3 key vectors + 1 query vector = the 16 ymm
 //!   registers) / 8 × 1. Per 8 fp16 values: `vcvtph2ps` once, one `vfmadd231ps` per query.
 //! - int8: 2 × 4 / 8 × 1. Per 16 key values: `vpmovsxbw` once, then `vpmaddwd` + `vpaddd` per
@@ -11,8 +13,8 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
-use super::generic::{self, Shape, Vector};
-use crate::kernel::{Ops, QueryI16};
+use super::generic::{self, Vector};
+use crate::kernel::{Ops, STREAMS};
 
 /// Run-time check for everything this module's functions are compiled with.
 pub(super) fn is_available() -> bool {
@@ -21,35 +23,10 @@ pub(super) fn is_available() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-pub(super) const OPS: Ops = Ops {
-    dots_f32,
-    dots_f16,
-    dots_i8,
-};
-
-const FLOAT: Shape<3, 4, 8> = Shape;
-const INT8: Shape<2, 4, 8> = Shape;
-
-/// # Safety
+/// # Safety of its functions
 /// The CPU has AVX2, FMA and F16C: `OPS` is handed out only after [`is_available`].
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dots_f32(q: &[f32], batch: usize, dim: usize, keys: &[f32], out: &mut [f32]) {
-    generic::dots_float::<Avx2, f32, 3, 4, 8>(FLOAT, q, batch, dim, keys, out)
-}
-
-/// # Safety
-/// As [`dots_f32`].
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dots_f16(q: &[f32], batch: usize, dim: usize, keys: &[f16], out: &mut [f32]) {
-    generic::dots_float::<Avx2, f16, 3, 4, 8>(FLOAT, q, batch, dim, keys, out)
-}
-
-/// # Safety
-/// As [`dots_f32`].
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dots_i8(q: &QueryI16<'_>, keys: &[i8], scales: &[f32], out: &mut [f32]) {
-    generic::dots_i8::<Avx2, 2, 4, 8>(INT8, q, keys, scales, out)
-}
+pub(super) const OPS: Ops = generic::ops_table!(Avx2, "avx2,fma,f16c",
+    float: (3, 4, 8), int8: (2, 4, 8));
 
 /// The affinity `exp(−β(1 − s))` of a tile, 8 lanes wide.
 ///
@@ -60,25 +37,28 @@ pub(super) unsafe fn affinity_in_place(sims: &mut [f32], beta: f32) {
     crate::kernel::exp::affinity_in_place_inline(sims, beta)
 }
 
-/// Sum of `bytes` read as u32 lanes with 256-bit loads: the read-bandwidth probe.
+/// Sum of `bytes` read as u32 lanes with 256-bit loads, as [`STREAMS`] streams side by side
+/// (the bytes in quarters): the read-bandwidth probe. One stream reads less (Zen 3: 12–15 GB/s
+/// against 17–24 from four; see [`Streams`](crate::kernel::Streams)).
 ///
 /// # Safety
 /// The CPU has AVX2 (see [`is_available`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn stream_sum(bytes: &[u8]) -> u64 {
-    const UNROLL: usize = 8;
-    let mut acc = [_mm256_setzero_si256(); UNROLL];
-    let step = 32 * UNROLL;
-    let main = bytes.len() / step * step;
+    const STEP: usize = 256;
+    let mut acc = [_mm256_setzero_si256(); STEP / 32];
+    let part = bytes.len() / STREAMS / STEP * STEP;
     let p = bytes.as_ptr();
     let mut off = 0;
-    while off < main {
-        for (u, a) in acc.iter_mut().enumerate() {
-            // In bounds: off + 32·(u + 1) ≤ main ≤ len.
-            let v = _mm256_loadu_si256(p.add(off + 32 * u) as *const __m256i);
-            *a = _mm256_add_epi32(*a, v);
+    while off < part {
+        for s in 0..STREAMS {
+            for (u, a) in acc.iter_mut().enumerate() {
+                // In bounds: s·part + off + 32·(u + 1) ≤ STREAMS·part ≤ len.
+                let v = _mm256_loadu_si256(p.add(s * part + off + 32 * u) as *const __m256i);
+                *a = _mm256_add_epi32(*a, v);
+            }
         }
-        off += step;
+        off += STEP;
     }
     let mut total = 0u64;
     for a in acc {
@@ -86,7 +66,7 @@ pub(super) unsafe fn stream_sum(bytes: &[u8]) -> u64 {
         _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, a);
         total = lanes.iter().fold(total, |t, &l| t.wrapping_add(l as u64));
     }
-    bytes[main..]
+    bytes[STREAMS * part..]
         .iter()
         .fold(total, |t, &b| t.wrapping_add(b as u64))
 }

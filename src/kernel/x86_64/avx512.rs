@@ -1,7 +1,8 @@
 //! AVX-512 (F + BW + VL) with VNNI: 512-bit tiles.
 //!
 //! Shapes: 4 keys × 4 queries (16 accumulators of the 32 zmm registers) for batches of 4 and
-//! more, 8 keys × 1 query for single queries. Per 32 int8 key values: `vpmovsxbw` (BW) once,
+//! more, 8 keys × 1 query for fewer (batches of 1–3 otherwise read the keys as four streams,
+//! 4 × 1: [`Streams`](crate::kernel::Streams)). Per 32 int8 key values: `vpmovsxbw` (BW) once,
 //! then one `vpdpwssd` (VNNI: multiply i16 pairs and accumulate in i32) per query; per 16 fp16
 //! values `vcvtph2ps` once and one FMA per query.
 //!
@@ -13,8 +14,8 @@ use core::arch::x86_64::*;
 use half::f16;
 
 use super::avx2::Avx2;
-use super::generic::{self, Shape, Vector};
-use crate::kernel::{Ops, QueryI16};
+use super::generic::{self, Vector};
+use crate::kernel::Ops;
 
 /// Run-time check for everything this module's functions are compiled with.
 pub(super) fn is_available() -> bool {
@@ -25,40 +26,17 @@ pub(super) fn is_available() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
-pub(super) const OPS: Ops = Ops {
-    dots_f32,
-    dots_f16,
-    dots_i8,
-};
-
-const MAIN: Shape<4, 4, 8> = Shape;
-
-/// # Safety
+/// # Safety of its functions
 /// The CPU has AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI: `OPS` is handed out only after
 /// [`is_available`].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dots_f32(q: &[f32], batch: usize, dim: usize, keys: &[f32], out: &mut [f32]) {
-    generic::dots_float::<Avx512, f32, 4, 4, 8>(MAIN, q, batch, dim, keys, out)
-}
-
-/// # Safety
-/// As [`dots_f32`].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dots_f16(q: &[f32], batch: usize, dim: usize, keys: &[f16], out: &mut [f32]) {
-    generic::dots_float::<Avx512, f16, 4, 4, 8>(MAIN, q, batch, dim, keys, out)
-}
-
-/// # Safety
-/// As [`dots_f32`].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dots_i8(q: &QueryI16<'_>, keys: &[i8], scales: &[f32], out: &mut [f32]) {
-    generic::dots_i8::<Avx512, 4, 4, 8>(MAIN, q, keys, scales, out)
-}
+pub(super) const OPS: Ops = generic::ops_table!(Avx512,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    float: (4, 4, 8), int8: (4, 4, 8));
 
 /// The affinity `exp(−β(1 − s))` of a tile, 16 lanes wide.
 ///
 /// # Safety
-/// As [`dots_f32`].
+/// As for [`OPS`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn affinity_in_place(sims: &mut [f32], beta: f32) {
     crate::kernel::exp::affinity_in_place_inline(sims, beta)

@@ -12,7 +12,7 @@
 
 use half::f16;
 
-use crate::kernel::QueryI16;
+use crate::kernel::{QueryI16, Streams, STREAMS};
 
 /// One SIMD width's worth of operations. Every method is a thin wrapper over one or two
 /// intrinsics; calling any of them requires the implementor's target features.
@@ -73,47 +73,95 @@ impl FloatKey for f16 {
     }
 }
 
-/// Software prefetch of the next block's keys, spread over this block's iterations.
+/// Software prefetch of the keys that follow a block's rows, one line per row for every line
+/// the block reads from each row ([`for_each_chunk`]).
 ///
-/// The blocks read `K` key rows side by side, a few cache lines from each (512 bytes for an
-/// int8 key of C = 512), and a group of 8 such keys is exactly one 4 KiB page: too short and too
-/// interleaved for the hardware stream prefetchers, which also stop at page boundaries. So each
-/// block prefetches the `K` rows that follow its own (the next block, or the next tile: keys are
-/// contiguous), `per_iter` lines per iteration of its loop over the dimension. Only the first
-/// block over a group of keys does (the first queries): the later ones find the keys in L1.
+/// Contiguous rows (a tile read key after key): the blocks read `K` key rows side by side, a
+/// few cache lines from each (512 bytes for an int8 key of C = 512), and a group of 8 such keys
+/// is exactly one 4 KiB page: too short and too interleaved for the hardware stream
+/// prefetchers, which also stop at page boundaries. So each block prefetches the `K` rows that
+/// follow its own (the next block, or the next tile: keys are contiguous), line after line in
+/// address order.
+///
+/// Rows far apart (streams, see [`dots_i8_streams`]): each row is the head of its own stream,
+/// and each stream is prefetched [`STREAM_AHEAD`] bytes (at least one key) ahead.
+///
+/// Only the first block over a group of keys does (the first queries): the later ones find the
+/// keys in L1.
 struct Prefetch {
-    next: *const u8,
-    lines: usize,
-    per_iter: usize,
+    first: *const u8,
+    /// Bytes between the lines prefetched for the rows of one line group, and between groups.
+    row_stride: usize,
+    group_stride: usize,
 }
+
+/// How far ahead of its head a stream is prefetched: two int8 keys of C = 512, one fp16 or
+/// f32 key.
+const STREAM_AHEAD: usize = 1024;
 
 impl Prefetch {
     #[inline(always)]
-    fn new<T>(keys: *const T, rows: usize, dim: usize, chunks: usize) -> Prefetch {
-        let bytes = rows * dim * core::mem::size_of::<T>();
-        let lines = bytes.div_ceil(64);
-        Prefetch {
-            // wrapping_add: past the last key this points outside the slice; prefetching an
-            // address never faults and nothing is read through the pointer.
-            next: (keys as *const u8).wrapping_add(bytes),
-            lines,
-            per_iter: lines.div_ceil(chunks.max(1)),
-        }
-    }
-    #[inline(always)]
-    fn at(&self, j: usize) {
-        for p in 0..self.per_iter {
-            let l = j * self.per_iter + p;
-            if l < self.lines {
-                // SAFETY: SSE prefetch is baseline x86_64 and has no memory effects.
-                unsafe {
-                    core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                        self.next.wrapping_add(64 * l) as *const i8,
-                    )
-                }
+    fn new<T>(keys: *const T, rows: usize, dim: usize, key_stride: usize) -> Prefetch {
+        let size = core::mem::size_of::<T>();
+        let row_bytes = dim * size;
+        // wrapping_add: past the last key these point outside the slice; prefetching an
+        // address never faults and nothing is read through the pointers.
+        if key_stride == dim {
+            Prefetch {
+                first: (keys as *const u8).wrapping_add(rows * row_bytes),
+                row_stride: 64,
+                group_stride: 64 * rows,
+            }
+        } else {
+            Prefetch {
+                first: (keys as *const u8).wrapping_add(row_bytes.max(STREAM_AHEAD)),
+                row_stride: key_stride * size,
+                group_stride: 64,
             }
         }
     }
+    /// The line for row `k` of line group `g`.
+    #[inline(always)]
+    fn at(&self, k: usize, g: usize) {
+        let p = self
+            .first
+            .wrapping_add(k * self.row_stride + g * self.group_stride);
+        // SAFETY: SSE prefetch is baseline x86_64 and has no memory effects.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        }
+    }
+}
+
+/// Runs `$body` for every chunk `$j < $chunks` of a block's rows (`$chunk_bytes` of each row),
+/// grouped by the 64-byte lines they fill; with `$PREFETCH`, `$K` lines are prefetched before
+/// each group (one per row), as many lines as the group reads. A macro, not a function taking a
+/// closure: the body must be compiled inside the caller's `#[target_feature]` context, which a
+/// closure the optimiser declines to inline would not be (every intrinsic a call).
+macro_rules! for_each_chunk {
+    ($K:ident, $PREFETCH:ident, $chunks:expr, $chunk_bytes:expr, $prefetch:expr, |$j:ident| $body:block) => {{
+        let chunks: usize = $chunks;
+        // Without prefetch a plain loop: unrolled by the line, the wide tiles of the larger
+        // batches spill (fp16 3 × 4 on AVX2: 15% slower).
+        let per_line = if $PREFETCH {
+            (64 / $chunk_bytes).max(1)
+        } else {
+            chunks.max(1)
+        };
+        let groups = if $PREFETCH { chunks / per_line } else { 0 };
+        for g in 0..groups {
+            for k in 0..$K {
+                $prefetch.at(k, g);
+            }
+            for c in 0..per_line {
+                let $j = g * per_line + c;
+                $body
+            }
+        }
+        for $j in groups * per_line..chunks {
+            $body
+        }
+    }};
 }
 
 /// Register-tile shapes of one instantiation: `K × Q` for batches of at least `Q` queries
@@ -151,15 +199,16 @@ unsafe fn reduce<T: Copy, S: Copy + Default, const K: usize, const Q: usize>(
     sums
 }
 
-/// `out[k·batch + b] = q_b · key_k` for `K` keys at `keys` and `Q` queries at `q` (both
-/// row-major with row length `dim`).
+/// `out[k·out_step·batch + b] = q_b · key_k` for `K` key rows, row `k` at
+/// `keys + k·key_step·dim` ([`Rows`]; consecutive keys have both steps 1), and `Q` queries at
+/// `q` (row-major, row length `dim`).
 ///
-/// With `PREFETCH` it also prefetches the `K` keys that follow ([`Prefetch`]); a compile-time
+/// With `PREFETCH` it also prefetches what follows its rows ([`Prefetch`]); a compile-time
 /// flag, so that the blocks without it run a loop with no test in it (about 5% on int8 and
 /// fp16 batches of 16, Zen 3).
 ///
-/// Safety: `V`'s target features are present; `q` holds `Q` rows, `keys` `K` rows, and
-/// `out[k·batch + b]` is in bounds for `k < K`, `b < Q`.
+/// Safety: `V`'s target features are present; `q` holds `Q` rows, the `K` key rows are in
+/// bounds, and so is `out[k·out_step·batch + b]` for `k < K`, `b < Q`.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // `acc[k][b]` over both indices reads clearest
 unsafe fn block_f<V: Vector, T: FloatKey, const K: usize, const Q: usize, const PREFETCH: bool>(
@@ -168,28 +217,28 @@ unsafe fn block_f<V: Vector, T: FloatKey, const K: usize, const Q: usize, const 
     keys: *const T,
     out: *mut f32,
     batch: usize,
+    rows: Rows,
 ) {
     let chunks = dim / V::F_LANES;
-    let prefetch = Prefetch::new(keys, K, dim, chunks);
+    let (key_stride, out_stride) = (rows.key_step * dim, rows.out_step * batch);
+    let prefetch = Prefetch::new(keys, K, dim, key_stride);
     let mut acc = [[V::f_zero(); Q]; K];
-    for j in 0..chunks {
-        if PREFETCH {
-            prefetch.at(j);
-        }
+    let chunk_bytes = V::F_LANES * core::mem::size_of::<T>();
+    for_each_chunk!(K, PREFETCH, chunks, chunk_bytes, prefetch, |j| {
         let off = j * V::F_LANES;
         let kv: [V::F; K] =
-            core::array::from_fn(|k| unsafe { T::load::<V>(keys.add(k * dim + off)) });
+            core::array::from_fn(|k| unsafe { T::load::<V>(keys.add(k * key_stride + off)) });
         for b in 0..Q {
-            let qv = V::f_load(q.add(b * dim + off));
+            let qv = unsafe { V::f_load(q.add(b * dim + off)) };
             for k in 0..K {
-                acc[k][b] = V::f_fma(kv[k], qv, acc[k][b]);
+                acc[k][b] = unsafe { V::f_fma(kv[k], qv, acc[k][b]) };
             }
         }
-    }
+    });
     let mut sums = reduce(&acc, V::f_zero(), |v| unsafe { V::f_sum4(v) });
     for t in chunks * V::F_LANES..dim {
         for (k, row) in sums.iter_mut().enumerate() {
-            let kt = (*keys.add(k * dim + t)).to_f32();
+            let kt = (*keys.add(k * key_stride + t)).to_f32();
             for (b, s) in row.iter_mut().enumerate() {
                 *s += *q.add(b * dim + t) * kt;
             }
@@ -197,7 +246,7 @@ unsafe fn block_f<V: Vector, T: FloatKey, const K: usize, const Q: usize, const 
     }
     for (k, row) in sums.iter().enumerate() {
         for (b, s) in row.iter().enumerate() {
-            *out.add(k * batch + b) = *s;
+            *out.add(k * out_stride + b) = *s;
         }
     }
 }
@@ -217,28 +266,27 @@ unsafe fn block_i8<V: Vector, const K: usize, const Q: usize, const PREFETCH: bo
     ks: *const f32,
     out: *mut f32,
     batch: usize,
+    rows: Rows,
 ) {
     let chunks = dim / V::I_LANES;
-    let prefetch = Prefetch::new(keys, K, dim, chunks);
+    let (key_stride, out_stride) = (rows.key_step * dim, rows.out_step * batch);
+    let prefetch = Prefetch::new(keys, K, dim, key_stride);
     let mut acc = [[V::i_zero(); Q]; K];
-    for j in 0..chunks {
-        if PREFETCH {
-            prefetch.at(j);
-        }
+    for_each_chunk!(K, PREFETCH, chunks, V::I_LANES, prefetch, |j| {
         let off = j * V::I_LANES;
         let kv: [V::I; K] =
-            core::array::from_fn(|k| unsafe { V::i_load_i8(keys.add(k * dim + off)) });
+            core::array::from_fn(|k| unsafe { V::i_load_i8(keys.add(k * key_stride + off)) });
         for b in 0..Q {
-            let qv = V::i_load_i16(q.add(b * dim + off));
+            let qv = unsafe { V::i_load_i16(q.add(b * dim + off)) };
             for k in 0..K {
-                acc[k][b] = V::i_dot_acc(kv[k], qv, acc[k][b]);
+                acc[k][b] = unsafe { V::i_dot_acc(kv[k], qv, acc[k][b]) };
             }
         }
-    }
+    });
     let mut sums = reduce(&acc, V::i_zero(), |v| unsafe { V::i_sum4(v) });
     for t in chunks * V::I_LANES..dim {
         for (k, row) in sums.iter_mut().enumerate() {
-            let kt = *keys.add(k * dim + t) as i32;
+            let kt = *keys.add(k * key_stride + t) as i32;
             for (b, s) in row.iter_mut().enumerate() {
                 *s += *q.add(b * dim + t) as i32 * kt;
             }
@@ -246,15 +294,29 @@ unsafe fn block_i8<V: Vector, const K: usize, const Q: usize, const PREFETCH: bo
     }
     for (k, row) in sums.iter().enumerate() {
         for (b, s) in row.iter().enumerate() {
-            *out.add(k * batch + b) = *s as f32 * (*qs.add(b) * *ks.add(k));
+            *out.add(k * out_stride + b) = *s as f32 * (*qs.add(b) * *ks.add(k * rows.key_step));
         }
     }
 }
 
+/// Where a block's `K` rows are: key row `k` at `keys + k·key_step·dim` (its int8 scale at
+/// `ks + k·key_step`), its outputs at `out + k·out_step·batch`. A contiguous tile has both steps
+/// 1; streams (see [`dots_float_streams`]) have one row per run.
+#[derive(Clone, Copy)]
+struct Rows {
+    key_step: usize,
+    out_step: usize,
+}
+
+const CONTIGUOUS: Rows = Rows {
+    key_step: 1,
+    out_step: 1,
+};
+
 /// One kind of block (float or int8 keys), run at a given shape.
 trait Block {
-    /// The `K × Q` block at key `i`, query `b`; the first block over keys `i..i + K` (`b == 0`)
-    /// prefetches the next `K` keys.
+    /// The `K × Q` block at key `i`, query `b` (rows as the block's [`Rows`] say); the first
+    /// block over a group of keys (`b == 0`) prefetches what follows them ([`Prefetch`]).
     unsafe fn run<const K: usize, const Q: usize>(&self, i: usize, b: usize);
 }
 
@@ -308,12 +370,24 @@ unsafe fn walk<B: Block, const K: usize, const Q: usize, const K1: usize>(
     }
 }
 
+/// Covers `STREAMS` runs of `len` keys query by query, each block taking the `i`-th key of
+/// every run (the block's rows are one per run).
+#[inline(always)]
+unsafe fn walk_streams<B: Block>(len: usize, batch: usize, block: &B) {
+    for b in 0..batch {
+        for i in 0..len {
+            block.run::<STREAMS, 1>(i, b);
+        }
+    }
+}
+
 struct FloatBlock<V, T> {
     q: *const f32,
     keys: *const T,
     out: *mut f32,
     dim: usize,
     batch: usize,
+    rows: Rows,
     _v: core::marker::PhantomData<V>,
 }
 
@@ -329,9 +403,9 @@ impl<V: Vector, T: FloatKey> Block for FloatBlock<V, T> {
         // Two instantiations rather than a flag tested in the loop: the blocks without the
         // prefetch (every query group after the first) keep a branch-free inner loop.
         if b == 0 {
-            block_f::<V, T, K, Q, true>(q, dim, keys, out, batch)
+            block_f::<V, T, K, Q, true>(q, dim, keys, out, batch, self.rows)
         } else {
-            block_f::<V, T, K, Q, false>(q, dim, keys, out, batch)
+            block_f::<V, T, K, Q, false>(q, dim, keys, out, batch, self.rows)
         }
     }
 }
@@ -344,6 +418,7 @@ struct I8Block<V> {
     out: *mut f32,
     dim: usize,
     batch: usize,
+    rows: Rows,
     _v: core::marker::PhantomData<V>,
 }
 
@@ -360,9 +435,9 @@ impl<V: Vector> Block for I8Block<V> {
         );
         // As in `FloatBlock::run`: the prefetch is decided per instantiation.
         if b == 0 {
-            block_i8::<V, K, Q, true>(q, qs, dim, keys, ks, out, batch)
+            block_i8::<V, K, Q, true>(q, qs, dim, keys, ks, out, batch, self.rows)
         } else {
-            block_i8::<V, K, Q, false>(q, qs, dim, keys, ks, out, batch)
+            block_i8::<V, K, Q, false>(q, qs, dim, keys, ks, out, batch, self.rows)
         }
     }
 }
@@ -395,6 +470,7 @@ pub(super) unsafe fn dots_float<
         out: out.as_mut_ptr(),
         dim,
         batch,
+        rows: CONTIGUOUS,
         _v: core::marker::PhantomData,
     };
     walk::<_, K, Q, K1>(n, batch, &block);
@@ -425,7 +501,147 @@ pub(super) unsafe fn dots_i8<V: Vector, const K: usize, const Q: usize, const K1
         out: out.as_mut_ptr(),
         dim,
         batch,
+        rows: CONTIGUOUS,
         _v: core::marker::PhantomData,
     };
     walk::<_, K, Q, K1>(n, batch, &block);
 }
+
+/// The first key and the [`Rows`] of a streams walk over `n` keys, after checking that the
+/// runs lie within the keys and that `out_len` values hold their outputs (these make every
+/// block's pointer offsets in bounds).
+fn stream_rows(streams: &Streams, n: usize, out_len: usize, batch: usize) -> (usize, Rows) {
+    let Streams { first, step, len } = *streams;
+    assert!(first + (STREAMS - 1) * step + len <= n);
+    assert!(out_len >= STREAMS * len * batch);
+    let rows = Rows {
+        key_step: step,
+        out_step: len,
+    };
+    (first, rows)
+}
+
+/// The `StreamOps::dots_f32` / `dots_f16` contract for one instantiation: the `STREAMS` runs of
+/// `streams` read side by side, one block row per run, `K1`-style blocks of single queries.
+///
+/// Safety: `V`'s target features are present.
+#[inline(always)]
+pub(super) unsafe fn dots_float_streams<V: Vector, T: FloatKey>(
+    q: &[f32],
+    batch: usize,
+    dim: usize,
+    keys: &[T],
+    streams: &Streams,
+    out: &mut [f32],
+) {
+    // These make every block's pointer offsets in bounds.
+    assert!(dim > 0 && keys.len().is_multiple_of(dim));
+    let (first, rows) = stream_rows(streams, keys.len() / dim, out.len(), batch);
+    assert!(q.len() >= batch * dim);
+    let block = FloatBlock::<V, T> {
+        q: q.as_ptr(),
+        keys: keys.as_ptr().add(first * dim),
+        out: out.as_mut_ptr(),
+        dim,
+        batch,
+        rows,
+        _v: core::marker::PhantomData,
+    };
+    walk_streams(streams.len, batch, &block);
+}
+
+/// The `StreamOps::dots_i8` contract for one instantiation (as [`dots_float_streams`]).
+///
+/// Safety: `V`'s target features are present.
+#[inline(always)]
+pub(super) unsafe fn dots_i8_streams<V: Vector>(
+    q: &QueryI16<'_>,
+    keys: &[i8],
+    scales: &[f32],
+    streams: &Streams,
+    out: &mut [f32],
+) {
+    let (batch, dim) = (q.batch, q.dim);
+    // These make every block's pointer offsets in bounds.
+    assert!(dim > 0 && keys.len().is_multiple_of(dim));
+    let n = keys.len() / dim;
+    let (first, rows) = stream_rows(streams, n, out.len(), batch);
+    assert!(scales.len() == n);
+    assert!(q.values.len() >= batch * dim && q.scales.len() >= batch);
+    let block = I8Block::<V> {
+        q: q.values.as_ptr(),
+        qs: q.scales.as_ptr(),
+        keys: keys.as_ptr().add(first * dim),
+        ks: scales.as_ptr().add(first),
+        out: out.as_mut_ptr(),
+        dim,
+        batch,
+        rows,
+        _v: core::marker::PhantomData,
+    };
+    walk_streams(streams.len, batch, &block);
+}
+
+/// The [`Ops`](crate::kernel::Ops) table of one instantiation: vector type `$V` compiled with
+/// `$features`, float tiles of shape `(K, Q, K1)` and int8 tiles of shape `(K, Q, K1)` (see
+/// [`Shape`]), with the [`Streams`] functions for small batches. Every function in it is
+/// `#[target_feature(enable = $features)]`: the table may be handed out only after run-time
+/// detection of those features.
+macro_rules! ops_table {
+    ($V:ty, $features:literal, float: ($FK:literal, $FQ:literal, $FK1:literal),
+     int8: ($IK:literal, $IQ:literal, $IK1:literal)) => {{
+        use half::f16;
+        use $crate::kernel::x86_64::generic::{self, FloatKey, Shape};
+        use $crate::kernel::{Ops, QueryI16, StreamOps, Streams};
+
+        #[target_feature(enable = $features)]
+        unsafe fn dots_float<T: FloatKey>(
+            q: &[f32],
+            batch: usize,
+            dim: usize,
+            keys: &[T],
+            out: &mut [f32],
+        ) {
+            let shape: Shape<$FK, $FQ, $FK1> = Shape;
+            generic::dots_float::<$V, T, $FK, $FQ, $FK1>(shape, q, batch, dim, keys, out)
+        }
+        #[target_feature(enable = $features)]
+        unsafe fn dots_i8(q: &QueryI16<'_>, keys: &[i8], scales: &[f32], out: &mut [f32]) {
+            let shape: Shape<$IK, $IQ, $IK1> = Shape;
+            generic::dots_i8::<$V, $IK, $IQ, $IK1>(shape, q, keys, scales, out)
+        }
+        #[target_feature(enable = $features)]
+        unsafe fn streams_float<T: FloatKey>(
+            q: &[f32],
+            batch: usize,
+            dim: usize,
+            keys: &[T],
+            streams: &Streams,
+            out: &mut [f32],
+        ) {
+            generic::dots_float_streams::<$V, T>(q, batch, dim, keys, streams, out)
+        }
+        #[target_feature(enable = $features)]
+        unsafe fn streams_i8(
+            q: &QueryI16<'_>,
+            keys: &[i8],
+            scales: &[f32],
+            streams: &Streams,
+            out: &mut [f32],
+        ) {
+            generic::dots_i8_streams::<$V>(q, keys, scales, streams, out)
+        }
+
+        Ops {
+            dots_f32: dots_float::<f32>,
+            dots_f16: dots_float::<f16>,
+            dots_i8,
+            streams: Some(StreamOps {
+                dots_f32: streams_float::<f32>,
+                dots_f16: streams_float::<f16>,
+                dots_i8: streams_i8,
+            }),
+        }
+    }};
+}
+pub(super) use ops_table;

@@ -49,8 +49,8 @@ mod tests {
     use half::f16;
 
     use super::avx2::Avx2;
-    use super::generic::{self, Shape, Vector};
-    use crate::kernel::{exp, Isa, Kernel, KeyData, Keys, Ops, QueryI16, Scratch};
+    use super::generic::{self, Vector};
+    use crate::kernel::{exp, Isa, Kernel, KeyData, Keys, Scratch};
 
     #[derive(Clone, Copy)]
     struct TwoAvx2;
@@ -113,19 +113,6 @@ mod tests {
         }
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dots_f32(q: &[f32], batch: usize, dim: usize, keys: &[f32], out: &mut [f32]) {
-        generic::dots_float::<TwoAvx2, f32, 4, 4, 8>(Shape, q, batch, dim, keys, out)
-    }
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dots_f16(q: &[f32], batch: usize, dim: usize, keys: &[f16], out: &mut [f32]) {
-        generic::dots_float::<TwoAvx2, f16, 4, 4, 8>(Shape, q, batch, dim, keys, out)
-    }
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dots_i8(q: &QueryI16<'_>, keys: &[i8], scales: &[f32], out: &mut [f32]) {
-        generic::dots_i8::<TwoAvx2, 4, 4, 8>(Shape, q, keys, scales, out)
-    }
-
     #[test]
     fn avx512_tiles_at_512_bit_widths_match_the_scalar_kernel() {
         if !super::avx2::is_available() {
@@ -134,11 +121,7 @@ mod tests {
         // Only reachable with AVX2 + FMA + F16C detected, which is all these functions use.
         let wide = Kernel {
             isa: Isa::Avx512Vnni,
-            ops: Ops {
-                dots_f32,
-                dots_f16,
-                dots_i8,
-            },
+            ops: generic::ops_table!(TwoAvx2, "avx2,fma,f16c", float: (4, 4, 8), int8: (4, 4, 8)),
             affinity: exp::affinity_in_place,
         };
         let scalar = Kernel::scalar();
