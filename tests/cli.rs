@@ -312,6 +312,47 @@ fn bench_encoder_reports_latency_and_profile() {
     assert!(ops.iter().all(|o| o["nodes"].as_u64().unwrap() >= 1));
 }
 
+#[test]
+fn bench_kernel_prints_the_issue_fields_as_json() {
+    // Small and short: the numbers are not the point here, their presence and consistency are
+    // (the speed itself is `cargo bench --bench kernel`). Batch 3 takes the four-stream path
+    // on x86_64.
+    for (dtype, batch, key_bytes) in [("int8", 1, 68), ("fp16", 3, 128)] {
+        let out = tipedge(&[
+            "bench",
+            "kernel",
+            "--keys",
+            "1000",
+            "--dim",
+            "64",
+            "--dtype",
+            dtype,
+            "--batch",
+            &batch.to_string(),
+            "--seconds",
+            "0.05",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((v["n"].as_u64(), v["dim"].as_u64()), (Some(1000), Some(64)));
+        assert_eq!(
+            (v["dtype"].as_str(), v["batch"].as_u64()),
+            (Some(dtype), Some(batch))
+        );
+        assert_eq!(v["key_bytes"].as_u64(), Some(1000 * key_bytes));
+        assert!(!v["isa"].as_str().unwrap().is_empty());
+        let (ns, gbps) = (
+            v["ns_per_key"].as_f64().unwrap(),
+            v["gbps"].as_f64().unwrap(),
+        );
+        let median = v["median_ns"].as_f64().unwrap();
+        assert!(ns > 0.0 && gbps > 0.0 && v["read_bandwidth_gbps"].as_f64().unwrap() > 0.0);
+        assert!((ns - median / (1000 * batch) as f64).abs() < 1e-6 * median);
+        assert!((gbps * median / (1000 * key_bytes) as f64 - 1.0).abs() < 1e-9);
+    }
+}
+
 fn run_ok(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
