@@ -538,8 +538,9 @@ impl Kernel {
                     let seg_end = (offsets[c + 1] as usize).min(te);
                     let rows = &s[(i - t) * batch..(seg_end - t) * batch];
                     if batch == 1 {
-                        // One query: a plain sum, in lanes (the loop below, a scalar add per
-                        // key, took about a third as long as the dot products at batch 1).
+                        // One query: a plain sum, in lanes (the loop below is a scalar add
+                        // per key, which showed up in the batch-1 profile next to the dot
+                        // products).
                         out[c] += sum_lanes(rows);
                     } else {
                         acc.fill(0.0);

@@ -391,6 +391,30 @@ struct FloatBlock<V, T> {
     _v: core::marker::PhantomData<V>,
 }
 
+impl<V, T> FloatBlock<V, T> {
+    /// Blocks over `keys` from key `first` on, their rows as `rows` say. The callers have
+    /// checked that every block they run stays within `q`, `keys` and `out`.
+    fn new(
+        q: &[f32],
+        batch: usize,
+        dim: usize,
+        keys: &[T],
+        first: usize,
+        rows: Rows,
+        out: &mut [f32],
+    ) -> Self {
+        FloatBlock {
+            q: q.as_ptr(),
+            keys: keys[first * dim..].as_ptr(),
+            out: out.as_mut_ptr(),
+            dim,
+            batch,
+            rows,
+            _v: core::marker::PhantomData,
+        }
+    }
+}
+
 impl<V: Vector, T: FloatKey> Block for FloatBlock<V, T> {
     #[inline(always)]
     unsafe fn run<const K: usize, const Q: usize>(&self, i: usize, b: usize) {
@@ -420,6 +444,30 @@ struct I8Block<V> {
     batch: usize,
     rows: Rows,
     _v: core::marker::PhantomData<V>,
+}
+
+impl<V> I8Block<V> {
+    /// As [`FloatBlock::new`], for int8 keys and their scales.
+    fn new(
+        q: &QueryI16<'_>,
+        keys: &[i8],
+        scales: &[f32],
+        first: usize,
+        rows: Rows,
+        out: &mut [f32],
+    ) -> Self {
+        I8Block {
+            q: q.values.as_ptr(),
+            qs: q.scales.as_ptr(),
+            keys: keys[first * q.dim..].as_ptr(),
+            ks: scales[first..].as_ptr(),
+            out: out.as_mut_ptr(),
+            dim: q.dim,
+            batch: q.batch,
+            rows,
+            _v: core::marker::PhantomData,
+        }
+    }
 }
 
 impl<V: Vector> Block for I8Block<V> {
@@ -464,15 +512,7 @@ pub(super) unsafe fn dots_float<
     assert!(dim > 0 && keys.len().is_multiple_of(dim));
     let n = keys.len() / dim;
     assert!(q.len() >= batch * dim && out.len() >= n * batch);
-    let block = FloatBlock::<V, T> {
-        q: q.as_ptr(),
-        keys: keys.as_ptr(),
-        out: out.as_mut_ptr(),
-        dim,
-        batch,
-        rows: CONTIGUOUS,
-        _v: core::marker::PhantomData,
-    };
+    let block = FloatBlock::<V, T>::new(q, batch, dim, keys, 0, CONTIGUOUS, out);
     walk::<_, K, Q, K1>(n, batch, &block);
 }
 
@@ -493,17 +533,7 @@ pub(super) unsafe fn dots_i8<V: Vector, const K: usize, const Q: usize, const K1
     let n = keys.len() / dim;
     assert!(scales.len() == n && out.len() >= n * batch);
     assert!(q.values.len() >= batch * dim && q.scales.len() >= batch);
-    let block = I8Block::<V> {
-        q: q.values.as_ptr(),
-        qs: q.scales.as_ptr(),
-        keys: keys.as_ptr(),
-        ks: scales.as_ptr(),
-        out: out.as_mut_ptr(),
-        dim,
-        batch,
-        rows: CONTIGUOUS,
-        _v: core::marker::PhantomData,
-    };
+    let block = I8Block::<V>::new(q, keys, scales, 0, CONTIGUOUS, out);
     walk::<_, K, Q, K1>(n, batch, &block);
 }
 
@@ -538,15 +568,7 @@ pub(super) unsafe fn dots_float_streams<V: Vector, T: FloatKey>(
     assert!(dim > 0 && keys.len().is_multiple_of(dim));
     let (first, rows) = stream_rows(streams, keys.len() / dim, out.len(), batch);
     assert!(q.len() >= batch * dim);
-    let block = FloatBlock::<V, T> {
-        q: q.as_ptr(),
-        keys: keys.as_ptr().add(first * dim),
-        out: out.as_mut_ptr(),
-        dim,
-        batch,
-        rows,
-        _v: core::marker::PhantomData,
-    };
+    let block = FloatBlock::<V, T>::new(q, batch, dim, keys, first, rows, out);
     walk_streams(streams.len, batch, &block);
 }
 
@@ -568,17 +590,7 @@ pub(super) unsafe fn dots_i8_streams<V: Vector>(
     let (first, rows) = stream_rows(streams, n, out.len(), batch);
     assert!(scales.len() == n);
     assert!(q.values.len() >= batch * dim && q.scales.len() >= batch);
-    let block = I8Block::<V> {
-        q: q.values.as_ptr(),
-        qs: q.scales.as_ptr(),
-        keys: keys.as_ptr().add(first * dim),
-        ks: scales.as_ptr().add(first),
-        out: out.as_mut_ptr(),
-        dim,
-        batch,
-        rows,
-        _v: core::marker::PhantomData,
-    };
+    let block = I8Block::<V>::new(q, keys, scales, first, rows, out);
     walk_streams(streams.len, batch, &block);
 }
 
