@@ -52,7 +52,7 @@ fn scoring(c: &mut Criterion) {
         let cache = Cache::new(dim, keys, labels, n_classes).unwrap();
         let mut adapter = TipAdapter::new(cache.view(), Some(&w)).unwrap();
         let mut q: Vec<f32> = (0..dim).map(|_| rnd()).collect();
-        tipedge::encoder::l2_normalize_rows(&mut q, dim);
+        tipedge::kernel::l2_normalize_rows(&mut q, dim);
         let mut out = vec![0f32; n_classes];
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(format!("{n} keys x {dim} dims, {n_classes} classes"), |b| {

@@ -52,6 +52,6 @@ for b in "${boards[@]}"; do
         echo "== $out: $(du -h "$out" | cut -f1); stripped copy $out-stripped:" \
              "$(du -h "$out-stripped" | cut -f1); built in $((SECONDS - start)) s"
     else
-        echo "== built in $((SECONDS - start)) s (no binary: the CLI needs the runtime feature)"
+        echo "== built in $((SECONDS - start)) s (no binary: the CLI needs the cli feature)"
     fi
 done

@@ -85,7 +85,7 @@ impl LabelledSet {
         let text = std::fs::read_to_string(file).map_err(|e| {
             Error::dataset(
                 file,
-                format!("cannot read split file: {}", crate::sidecar::io_reason(&e)),
+                format!("cannot read split file: {}", crate::error::io_reason(&e)),
             )
         })?;
         let base = file.parent().unwrap_or(Path::new("."));
@@ -212,7 +212,7 @@ fn read_dir_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         Error::dataset(
             dir,
-            format!("cannot list folder: {}", crate::sidecar::io_reason(&e)),
+            format!("cannot list folder: {}", crate::error::io_reason(&e)),
         )
     })?;
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();

@@ -75,6 +75,15 @@ pub(crate) fn one_line(reason: impl std::fmt::Display) -> String {
     out
 }
 
+/// `std::io::Error` without the "(os error 2)" noise.
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
 /// Renders a tract error with its causes on one line (`{:#}` of anyhow).
 #[cfg(feature = "runtime")]
 pub(crate) fn tract_reason(e: &tract_onnx::prelude::TractError) -> String {

@@ -19,6 +19,8 @@ pub mod preprocess;
 pub mod rng;
 #[cfg(feature = "runtime")]
 pub mod sidecar;
+#[cfg(feature = "runtime")]
+pub mod text;
 pub mod train;
 #[cfg(feature = "runtime")]
 pub mod zeroshot;

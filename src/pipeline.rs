@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::adapter::Cache;
 use crate::dataset::LabelledSet;
-use crate::encoder::{l2_normalize_rows, ImageEncoder};
+use crate::encoder::ImageEncoder;
 use crate::error::{Error, Result};
+use crate::kernel::l2_normalize_rows;
 use crate::preprocess::augment::{AugmentPass, Augmentation};
 use crate::preprocess::{load_rgb, DecodeLimits, Preprocessor};
 

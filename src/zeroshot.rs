@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use crate::encoder::tokenizer::Tokenizer;
-use crate::encoder::{l2_normalize_rows, TextEncoder};
+use crate::encoder::TextEncoder;
 use crate::error::{Error, Result};
+use crate::kernel::l2_normalize_rows;
+use crate::text::Tokenizer;
 
 /// Tip-Adapter's 7 ImageNet templates (the official repo's `imagenet_templates`).
 pub const TIP_ADAPTER_IMAGENET: [&str; 7] = [
@@ -123,7 +124,7 @@ impl Templates {
             Error::Invalid(format!(
                 "{}: not a template set (tip, clip, photo) nor a readable file: {}",
                 path.display(),
-                crate::sidecar::io_reason(&e)
+                crate::error::io_reason(&e)
             ))
         })?;
         let mut out = Vec::new();

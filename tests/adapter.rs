@@ -6,10 +6,11 @@ mod common;
 
 use tipedge::adapter::{Cache, TipAdapter};
 use tipedge::dataset::LabelledSet;
-use tipedge::encoder::tokenizer::Tokenizer;
-use tipedge::encoder::{l2_normalize_rows, ImageEncoder, RunOptions, TextEncoder};
+use tipedge::encoder::{ImageEncoder, RunOptions, TextEncoder};
+use tipedge::kernel::l2_normalize_rows;
 use tipedge::pipeline::{build_cache, KeyRecipe};
 use tipedge::preprocess::DecodeLimits;
+use tipedge::text::Tokenizer;
 use tipedge::zeroshot::{build_classifier, Templates, TIP_ADAPTER_IMAGENET};
 
 fn manifest() -> serde_json::Value {

@@ -1,5 +1,5 @@
 //! Bad input: every failure is one line naming the file and the reason; batches go on.
-#![cfg(feature = "runtime")]
+#![cfg(feature = "cli")]
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! The `tipedge` binary as a user meets it.
-#![cfg(feature = "runtime")]
+#![cfg(feature = "cli")]
 
 mod common;
 

@@ -1,11 +1,11 @@
-//! Parity of `tipedge::encoder::tokenizer` with open_clip's tokenizer.
+//! Parity of `tipedge::text` with open_clip's tokenizer.
 //!
 //! The reference ids in `models/fixtures/reference/tokens.json` are produced by
 //! `models/make_token_refs.py` with `open_clip.tokenize` (OpenAI CLIP's
 //! SimpleTokenizer). Every case must match exactly.
 #![cfg(feature = "runtime")]
 
-use tipedge::encoder::tokenizer::{Tokenizer, EOT, SOT, VOCAB_SIZE};
+use tipedge::text::{Tokenizer, EOT, SOT, VOCAB_SIZE};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -6,11 +6,11 @@ use anyhow::Context;
 use clap::Args;
 use tipedge::adapter::{top_k, Cache, TipAdapter, MAX_TOP_K};
 use tipedge::dataset::{expand_inputs, LabelledSet};
-use tipedge::encoder::tokenizer::Tokenizer;
 use tipedge::encoder::{ImageEncoder, ModelPaths, TextEncoder};
 use tipedge::pack::Pack;
 use tipedge::pipeline::{build_cache, Embedder, KeyRecipe, Skipped, Timings};
 use tipedge::sidecar::Family;
+use tipedge::text::Tokenizer;
 use tipedge::zeroshot::{build_classifier, Templates};
 
 use super::common::{expect_for, load_image_encoder, progress, repo_path, RuntimeArgs};

@@ -1,7 +1,7 @@
 //! `tipedge tokenize`: show CLIP token ids (for debugging prompts).
 
 use clap::Args;
-use tipedge::encoder::tokenizer::Tokenizer;
+use tipedge::text::Tokenizer;
 
 /// Print the CLIP BPE token ids of each text (with start/end tokens, padded to the context).
 #[derive(Args, Debug)]

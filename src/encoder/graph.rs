@@ -98,7 +98,7 @@ impl Graph {
             return Err(Error::Invalid("batch size must be at least 1".into()));
         }
         let bytes =
-            std::fs::read(path).map_err(|e| Error::model(path, crate::sidecar::io_reason(&e)))?;
+            std::fs::read(path).map_err(|e| Error::model(path, crate::error::io_reason(&e)))?;
         let sha256 = sidecar.verify_graph(path, &bytes)?;
         let fail = |stage: &str, e: TractError| {
             Error::model(path, format!("{stage}: {}", tract_reason(&e)))

@@ -5,7 +5,6 @@
 //! tract), the graph is decluttered, optionally translated to f16, optimised and planned.
 
 mod graph;
-pub mod tokenizer;
 
 pub use graph::{OpTime, Precision, RunOptions};
 
@@ -188,8 +187,6 @@ fn read_sidecar(graph: &Path, tower: Tower) -> Result<Sidecar> {
     }
     Ok(sidecar)
 }
-
-pub use crate::kernel::l2_normalize_rows;
 
 /// Whether tract has a fast int8 matrix product on this CPU: always on aarch64 (SMLAL, or SDOT
 /// with dotprod), on x86_64 only with VNNI.

@@ -81,7 +81,7 @@ impl Default for DecodeLimits {
 /// PIL's `convert("RGB")`), 16-bit scaled to 8 bits, CMYK converted with Pillow's formula.
 pub fn load_rgb(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
     let file =
-        std::fs::File::open(path).map_err(|e| Error::image(path, crate::sidecar::io_reason(&e)))?;
+        std::fs::File::open(path).map_err(|e| Error::image(path, crate::error::io_reason(&e)))?;
     let mut reader = BufReader::new(file);
     let head = reader
         .fill_buf()

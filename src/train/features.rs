@@ -73,7 +73,7 @@ impl FeatureStore {
                 dir,
                 format!(
                     "cannot create the feature store folder: {}",
-                    crate::sidecar::io_reason(&e)
+                    crate::error::io_reason(&e)
                 ),
             )
         })?;
@@ -100,7 +100,7 @@ impl FeatureStore {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
-                return Err(self.error(format!("cannot read: {}", crate::sidecar::io_reason(&e))))
+                return Err(self.error(format!("cannot read: {}", crate::error::io_reason(&e))))
             }
         };
         if bytes.len() < HEADER
@@ -136,9 +136,9 @@ impl FeatureStore {
             let f = OpenOptions::new()
                 .write(true)
                 .open(&self.path)
-                .map_err(|e| self.error(crate::sidecar::io_reason(&e)))?;
+                .map_err(|e| self.error(crate::error::io_reason(&e)))?;
             f.set_len(good as u64)
-                .map_err(|e| self.error(crate::sidecar::io_reason(&e)))?;
+                .map_err(|e| self.error(crate::error::io_reason(&e)))?;
         }
         Ok(())
     }
@@ -195,7 +195,7 @@ impl FeatureStore {
         let io = |e: std::io::Error| {
             Error::dataset(
                 &self.path,
-                format!("feature store: {}", crate::sidecar::io_reason(&e)),
+                format!("feature store: {}", crate::error::io_reason(&e)),
             )
         };
         let mut f: File = OpenOptions::new()

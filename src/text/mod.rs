@@ -106,7 +106,6 @@ use std::sync::Mutex;
 use regex::{Captures, Regex};
 use unicode_normalization::UnicodeNormalization;
 
-#[path = "html_entities.rs"]
 mod html_entities;
 
 /// `<start_of_text>` id.
