@@ -2,57 +2,13 @@
 //! plus top-k, checked with a counting global allocator, for every kernel this CPU has and every
 //! key dtype, single queries and batches.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use tipedge::adapter::{top_k, TipAdapter};
 use tipedge::kernel::{quantize_key_i8, Kernel, KeyData, Keys, MAX_BATCH};
 
-struct Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
-thread_local! {
-    // Only allocations made by the measuring thread while `COUNTING` is set are counted, so the
-    // test harness's own threads do not disturb the count.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
-fn count() {
-    let _ = COUNTING.try_with(|c| {
-        if c.get() {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
-    });
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations_during(f: impl FnOnce()) -> usize {
-    ALLOCATIONS.with(|a| a.set(0));
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.with(|a| a.get())
-}
+use counting_alloc::allocations_during;
 
 /// Deterministic pseudo-random unit vectors (no allocation-heavy RNG needed).
 fn unit_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
@@ -123,14 +79,4 @@ fn scoring_and_top_k_allocate_nothing_after_warm_up() {
             assert_eq!(allocs, 0, "{} {} allocated", kernel.isa(), data.dtype());
         }
     }
-}
-
-#[test]
-fn the_counter_sees_allocations() {
-    // Guards the test above against a counter that can never count.
-    let n = allocations_during(|| {
-        let v: Vec<u64> = std::hint::black_box(vec![1, 2, 3]);
-        std::hint::black_box(&v);
-    });
-    assert!(n >= 1);
 }

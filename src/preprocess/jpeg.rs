@@ -10,63 +10,53 @@
 //!
 //! libjpeg reports fatal errors through `error_exit`, which must not return. The crate's
 //! `unwinding` feature compiles the C code with `-fexceptions`, so `error_exit` unwinds (a Rust
-//! panic payload) through the C frames back to the `catch_unwind` in [`decode`], and a drop guard
-//! destroys the decompressor on every path.
+//! panic payload) through the C frames back to the `catch_unwind` in [`decode_into`], and a drop
+//! guard destroys the decompressor on every path.
 
 use std::mem;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
 use std::ptr;
 
 use image::metadata::Orientation;
-use image::RgbImage;
 use mozjpeg_sys::{
     c_int, c_ulong, jpeg_common_struct, jpeg_decompress_struct, jpeg_error_mgr, JWRN_JPEG_EOF,
     J_COLOR_SPACE, J_DCT_METHOD,
 };
 
 use super::{check_dimensions, DecodeLimits};
-use crate::error::{Error, Result};
 
 /// The JPEG SOI marker followed by the first byte of the next marker.
 pub(super) fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0xFF, 0xD8, 0xFF])
 }
 
-/// Decodes a JPEG held in memory to 8-bit RGB as Pillow's `convert("RGB")` does, and reads its
+/// Decodes a JPEG held in memory to 8-bit RGB as Pillow's `convert("RGB")` does, into `rgb`
+/// (resized to width × height × 3; its allocation is reused), and returns the size and the
 /// EXIF orientation (not applied). The pixel limit is checked from the frame header, before
-/// anything of the image's size is allocated.
-pub(super) fn decode(
+/// anything of the image's size is allocated. The error is the reason, one line.
+pub(super) fn decode_into(
     bytes: &[u8],
-    path: &Path,
     limits: &DecodeLimits,
-) -> Result<(RgbImage, Orientation)> {
+    rgb: &mut Vec<u8>,
+) -> Result<(u32, u32, Orientation), String> {
     let mut err = ErrorMgr::new();
     match panic::catch_unwind(AssertUnwindSafe(|| {
-        decode_inner(bytes, path, limits, &mut err)
+        decode_inner(bytes, limits, &mut err, rgb)
     })) {
         Ok(result) => result,
         Err(payload) => match payload.downcast::<Fatal>() {
             // Pillow raises "image file is truncated" for a file that ends early; libjpeg's memory
             // source instead warns and inserts an EOI, after which it may fail on the missing
             // data. The truncation is the cause worth reporting.
-            Ok(_) if err.hit_eof => Err(truncated(path)),
-            Ok(fatal) => Err(Error::image(
-                path,
-                format!("cannot decode: corrupt JPEG ({})", fatal.0),
-            )),
+            Ok(_) if err.hit_eof => Err(TRUNCATED.into()),
+            Ok(fatal) => Err(format!("cannot decode: corrupt JPEG ({})", fatal.0)),
             // A Rust panic (a bug, not bad input) keeps unwinding.
             Err(other) => panic::resume_unwind(other),
         },
     }
 }
 
-fn truncated(path: &Path) -> Error {
-    Error::image(
-        path,
-        "cannot decode: truncated JPEG (the file ends before the image data does)",
-    )
-}
+const TRUNCATED: &str = "cannot decode: truncated JPEG (the file ends before the image data does)";
 
 /// Panic payload of libjpeg's `error_exit`: its formatted message.
 struct Fatal(String);
@@ -158,10 +148,10 @@ fn output_space(components: c_int) -> Option<(J_COLOR_SPACE, usize)> {
 
 fn decode_inner(
     bytes: &[u8],
-    path: &Path,
     limits: &DecodeLimits,
     err: &mut ErrorMgr,
-) -> Result<(RgbImage, Orientation)> {
+    rgb: &mut Vec<u8>,
+) -> Result<(u32, u32, Orientation), String> {
     // Invariants for the unsafe calls below: the decompressor is created before any other call
     // and destroyed by the guard `d`; libjpeg keeps pointers to `err` and `bytes` only, both
     // outlive `d` and neither moves meanwhile. Any libjpeg call may unwind from `error_exit`,
@@ -186,15 +176,14 @@ fn decode_inner(
         mozjpeg_sys::jpeg_read_header(cinfo, 1);
     }
     if err.hit_eof {
-        return Err(truncated(path));
+        return Err(TRUNCATED.into());
     }
-    check_dimensions(cinfo.image_width, cinfo.image_height, path, limits)?;
+    check_dimensions(cinfo.image_width, cinfo.image_height, limits)?;
     let orientation = exif_orientation(cinfo);
     let components = cinfo.num_components;
     let Some((space, channels)) = output_space(components) else {
-        return Err(Error::image(
-            path,
-            format!("cannot decode: JPEG with {components} colour components is not supported"),
+        return Err(format!(
+            "cannot decode: JPEG with {components} colour components is not supported"
         ));
     };
     cinfo.out_color_space = space;
@@ -208,11 +197,12 @@ fn decode_inner(
     unsafe { mozjpeg_sys::jpeg_start_decompress(cinfo) };
     let (w, h) = (cinfo.output_width as usize, cinfo.output_height as usize);
     if cinfo.output_components as usize != channels {
-        return Err(Error::image(path, "cannot decode: unexpected JPEG output"));
+        return Err("cannot decode: unexpected JPEG output".into());
     }
 
     let stride = w * 3;
-    let mut rgb = vec![0u8; stride * h];
+    // Every byte is written below; growing only zero-fills the new part.
+    rgb.resize(stride * h, 0);
     // CMYK rows are decoded here first; gray and RGB straight into `rgb`.
     let mut cmyk = vec![0u8; if channels == 4 { w * 4 * 4 } else { 0 }];
     while (cinfo.output_scanline as usize) < h {
@@ -232,7 +222,7 @@ fn decode_inner(
         let got = got as usize;
         if got == 0 {
             // The memory source never suspends; only a truncated file gets here.
-            return Err(truncated(path));
+            return Err(TRUNCATED.into());
         }
         for i in 0..got {
             let row = &mut rgb[(y + i) * stride..(y + i + 1) * stride];
@@ -246,10 +236,9 @@ fn decode_inner(
     // SAFETY: all scanlines read. Reads up to EOI, which reveals a file cut after the last scan.
     unsafe { mozjpeg_sys::jpeg_finish_decompress(cinfo) };
     if err.hit_eof {
-        return Err(truncated(path));
+        return Err(TRUNCATED.into());
     }
-    let img = RgbImage::from_raw(w as u32, h as u32, rgb).expect("buffer is w × h × 3");
-    Ok((img, orientation))
+    Ok((w as u32, h as u32, orientation))
 }
 
 /// The orientation from the first APP1 "Exif" segment, as Pillow's `exif_transpose` reads it.

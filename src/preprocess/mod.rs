@@ -1,11 +1,13 @@
-//! Decoding and the model's preprocessing recipe.
+//! Decoding, camera frames and the model's preprocessing recipe.
 //!
 //! The reference is the pipeline the graphs were trained and exported with:
 //! `PIL.Image.open → ImageOps.exif_transpose → convert("RGB") → torchvision Resize(short side,
-//! bicubic|bilinear) → CenterCrop → ToTensor → Normalize`. The resampler below reproduces
-//! Pillow's `Resample.c` (separable filter, horizontal pass first, coefficients in 22-bit fixed
-//! point, intermediate rounding to 8 bits), so the normalised tensor matches PIL to the last
-//! rounding step instead of differing by a pixel level here and there, as a generic resizer would.
+//! bicubic|bilinear) → CenterCrop → ToTensor → Normalize`. The resampler ([`resample`])
+//! reproduces Pillow's `Resample.c` (separable filter, horizontal pass first, coefficients in
+//! 22-bit fixed point, intermediate rounding to 8 bits), so the normalised tensor matches PIL to
+//! the last rounding step instead of differing by a pixel level here and there, as a generic
+//! resizer would. Camera frames ([`frame`]: RGB, BGR, RGBA, gray, YUYV, NV12, I420, MJPEG) feed
+//! the same resampler row by row, converted on the fly ([`yuv`]: OpenCV's integer YUV → RGB).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -15,7 +17,14 @@ use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use crate::error::{Error, Result};
 
 pub mod augment;
+pub mod frame;
 mod jpeg;
+mod resample;
+mod yuv;
+
+use frame::Rows;
+pub use frame::{Colorimetry, FrameError, FrameRef, PixelFormat, YuvMatrix, YuvRange};
+use resample::{Plan, Resampler};
 
 /// Resampling filter of the resize step (Pillow's definitions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,30 +122,49 @@ pub fn decode_rgb_bytes(bytes: &[u8], name: &Path, limits: &DecodeLimits) -> Res
 }
 
 fn decode_jpeg(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
-    let (rgb, orientation) = jpeg::decode(bytes, path, limits)?;
-    let mut img = DynamicImage::ImageRgb8(rgb);
-    img.apply_orientation(orientation);
-    Ok(match img {
-        DynamicImage::ImageRgb8(rgb) => rgb,
-        other => other.to_rgb8(),
-    })
+    let mut rgb = Vec::new();
+    let (w, h) = decode_jpeg_upright(bytes, limits, &mut rgb).map_err(|r| Error::image(path, r))?;
+    Ok(RgbImage::from_raw(w, h, rgb).expect("decoded buffer is w × h × 3"))
 }
 
-/// The decompression-bomb guard, applied to the dimensions a file's header declares.
-fn check_dimensions(w: u32, h: u32, path: &Path, limits: &DecodeLimits) -> Result<()> {
+/// Decodes a JPEG into `rgb` (reused), upright; returns its size, or the reason it failed.
+fn decode_jpeg_upright(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    rgb: &mut Vec<u8>,
+) -> std::result::Result<(u32, u32), String> {
+    if bytes.is_empty() {
+        return Err("empty (0 bytes)".into());
+    }
+    let (w, h, orientation) = jpeg::decode_into(bytes, limits, rgb)?;
+    if orientation == image::metadata::Orientation::NoTransforms {
+        return Ok((w, h));
+    }
+    let decoded = RgbImage::from_raw(w, h, std::mem::take(rgb)).expect("buffer is w × h × 3");
+    let mut img = DynamicImage::ImageRgb8(decoded);
+    img.apply_orientation(orientation);
+    let upright = match img {
+        DynamicImage::ImageRgb8(upright) => upright,
+        other => other.to_rgb8(),
+    };
+    let size = upright.dimensions();
+    *rgb = upright.into_raw();
+    Ok(size)
+}
+
+/// The decompression-bomb guard, applied to the dimensions a file's header declares; the
+/// reason it refuses them.
+fn check_dimensions(w: u32, h: u32, limits: &DecodeLimits) -> std::result::Result<(), String> {
     let pixels = u64::from(w) * u64::from(h);
     if pixels > limits.max_pixels {
-        return Err(Error::image(
-            path,
-            format!(
-                "{w}×{h} = {:.1} MP exceeds the {:.1} MP limit (decompression-bomb guard)",
-                pixels as f64 / 1e6,
-                limits.max_pixels as f64 / 1e6
-            ),
+        return Err(format!(
+            "{w}×{h} = {:.1} MP exceeds the {:.1} MP limit (decompression-bomb guard)",
+            pixels as f64 / 1e6,
+            limits.max_pixels as f64 / 1e6
         ));
     }
     if pixels == 0 {
-        return Err(Error::image(path, format!("image has no pixels ({w}×{h})")));
+        return Err(format!("image has no pixels ({w}×{h})"));
     }
     Ok(())
 }
@@ -160,7 +188,7 @@ fn decode_rgb<R: std::io::BufRead + std::io::Seek>(
         .into_decoder()
         .map_err(|e| Error::image(path, format!("cannot decode: {e}")))?;
     let (w, h) = decoder.dimensions();
-    check_dimensions(w, h, path, limits)?;
+    check_dimensions(w, h, limits).map_err(|r| Error::image(path, r))?;
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
@@ -173,23 +201,23 @@ fn decode_rgb<R: std::io::BufRead + std::io::Seek>(
     })
 }
 
-/// Turns RGB images into normalised CHW tensors with one recipe, reusing its scratch buffers,
-/// so that after the first frame of a given size no allocation happens.
+/// Turns images and camera frames into normalised CHW tensors with one recipe, reusing its
+/// scratch buffers, so that after the first frame of a given size no allocation happens (raw
+/// frame formats; decoding a JPEG allocates inside libjpeg).
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
     recipe: Recipe,
-    horiz: Coefficients,
-    vert: Coefficients,
-    rows: Vec<u8>,
+    resampler: Resampler,
+    /// The last JPEG frame's decoded RGB.
+    jpeg_rgb: Vec<u8>,
 }
 
 impl Preprocessor {
     pub fn new(recipe: Recipe) -> Self {
         Preprocessor {
             recipe,
-            horiz: Coefficients::default(),
-            vert: Coefficients::default(),
-            rows: Vec::new(),
+            resampler: Resampler::default(),
+            jpeg_rgb: Vec::new(),
         }
     }
 
@@ -200,14 +228,39 @@ impl Preprocessor {
     /// Writes the normalised `[3, crop, crop]` tensor of `img` into `out`.
     ///
     /// Equivalent to resizing the whole image with PIL and cropping, but only the pixels that
-    /// survive the crop are computed.
+    /// survive the crop are computed. Panics if `out` does not hold 3 × crop × crop values or
+    /// the image has no pixels; [`Preprocessor::run_frame`] returns errors instead.
     pub fn run(&mut self, img: &RgbImage, out: &mut [f32]) {
-        let crop = self.recipe.crop_size as usize;
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        let resized = resized_size(w, h, self.recipe.resize as usize);
-        let origin = crop_origin(resized.0, resized.1, crop);
-        let whole = Region { x: 0, y: 0, w, h };
-        self.resample(img, whole, resized, origin, false, out);
+        let rows = rgb_rows(img);
+        self.check_output(out).unwrap_or_else(|e| panic!("{e}"));
+        let plan = center_crop(&self.recipe, rows.width(), rows.height());
+        self.resampler.run(&self.recipe, &rows, plan, out);
+    }
+
+    /// The normalised `[3, crop, crop]` tensor of a camera frame into `out`, with the model's
+    /// recipe: the same resampling as [`Preprocessor::run`] (bit for bit on an RGB24 frame),
+    /// reading the frame's rows straight from its buffer. JPEG frames are decoded into a buffer
+    /// kept for the next frame, upright (EXIF orientation applied).
+    pub fn run_frame(
+        &mut self,
+        frame: &FrameRef<'_>,
+        limits: &DecodeLimits,
+        out: &mut [f32],
+    ) -> std::result::Result<(), FrameError> {
+        self.check_output(out)?;
+        let rows = match frame.rows(limits)? {
+            Some(rows) => rows,
+            None => {
+                let (w, h) = decode_jpeg_upright(frame.data(), limits, &mut self.jpeg_rgb)
+                    .map_err(|reason| FrameError::Jpeg { reason })?;
+                FrameRef::packed(&self.jpeg_rgb, w, h, PixelFormat::Rgb24)?
+                    .rows(limits)?
+                    .expect("an RGB24 frame has rows")
+            }
+        };
+        let plan = center_crop(&self.recipe, rows.width(), rows.height());
+        self.resampler.run(&self.recipe, &rows, plan, out);
+        Ok(())
     }
 
     /// torchvision's `resized_crop(img, top, left, height, width, [crop, crop], interpolation)`
@@ -228,123 +281,26 @@ impl Preprocessor {
                 && region.y + region.h <= img.height() as usize,
             "crop region must lie inside the image"
         );
-        self.resample(img, region, (crop, crop), (0, 0), flip, out);
+        self.check_output(out).unwrap_or_else(|e| panic!("{e}"));
+        let plan = Plan {
+            src: region,
+            resized: (crop, crop),
+            origin: (0, 0),
+            flip,
+        };
+        self.resampler.run(&self.recipe, &rgb_rows(img), plan, out);
     }
 
-    /// Resizes `src` (a region of `img`, as if cropped first) to `resized`, keeps the
-    /// crop × crop window at `(left, top)` of the result, mirrors it when `flip`, normalises.
-    fn resample(
-        &mut self,
-        img: &RgbImage,
-        src: Region,
-        (new_w, new_h): (usize, usize),
-        (left, top): (usize, usize),
-        flip: bool,
-        out: &mut [f32],
-    ) {
-        let crop = self.recipe.crop_size as usize;
-        assert_eq!(
-            out.len(),
-            3 * crop * crop,
-            "output buffer must hold 3 × crop × crop values"
-        );
-        let filter = self.recipe.interpolation;
-        let need_h = new_w != src.w;
-        let need_v = new_h != src.h;
-        let img_w = img.width() as usize;
-        let raw = img.as_raw();
-        self.vert.compute(src.h, new_h, top, crop, filter, need_v);
-        self.horiz.compute(src.w, new_w, left, crop, filter, need_h);
-        let plane = crop * crop;
-        let (mean, std) = (self.recipe.mean, self.recipe.std);
-        // ToTensor then Normalize, in f32 as torchvision does: (v / 255 − mean) / std.
-        let mut put = |xx: usize, yy: usize, acc: [i32; 3]| {
-            let ox = if flip { crop - 1 - xx } else { xx };
-            for c in 0..3 {
-                let v = f32::from(clip8(acc[c])) / 255.0;
-                out[c * plane + yy * crop + ox] = (v - mean[c]) / std[c];
-            }
-        };
-        // Pillow 13 runs the vertical pass first when the height shrinks by more than twice
-        // what the width does ("to make the horizontal pass faster"); the 8-bit rounding
-        // between the passes makes the order visible, so follow it.
-        let (dh, dw) = (src.h as i64 - new_h as i64, src.w as i64 - new_w as i64);
-        let vertical_first = dh > 0 && dh > dw * 2;
-        if vertical_first {
-            // Vertical pass over the needed source columns [c0, c1) × crop rows, 8-bit.
-            let (c0, c1) = self.horiz.span();
-            let row_len = (c1 - c0) * 3;
-            self.rows.clear();
-            self.rows.resize(crop * row_len, 0);
-            for yy in 0..crop {
-                let (start, taps) = self.vert.taps(yy);
-                let dst = &mut self.rows[yy * row_len..(yy + 1) * row_len];
-                for (x, px) in dst.chunks_exact_mut(3).enumerate() {
-                    let col = src.x + c0 + x;
-                    let mut acc = [ROUND_HALF; 3];
-                    for (i, &k) in taps.iter().enumerate() {
-                        let s = &raw[((src.y + start + i) * img_w + col) * 3..][..3];
-                        acc[0] += i32::from(s[0]) * k;
-                        acc[1] += i32::from(s[1]) * k;
-                        acc[2] += i32::from(s[2]) * k;
-                    }
-                    px.copy_from_slice(&acc.map(clip8));
-                }
-            }
-            // Horizontal pass into the normalised planar output.
-            for yy in 0..crop {
-                let row = &self.rows[yy * row_len..(yy + 1) * row_len];
-                for xx in 0..crop {
-                    let (start, taps) = self.horiz.taps(xx);
-                    let mut acc = [ROUND_HALF; 3];
-                    for (i, &k) in taps.iter().enumerate() {
-                        let s = &row[(start - c0 + i) * 3..][..3];
-                        acc[0] += i32::from(s[0]) * k;
-                        acc[1] += i32::from(s[1]) * k;
-                        acc[2] += i32::from(s[2]) * k;
-                    }
-                    put(xx, yy, acc);
-                }
-            }
-            return;
-        }
-
-        // Horizontal pass over the rows the vertical taps need: [first_row, last_row) × crop
-        // columns, 8-bit.
-        let (first_row, last_row) = self.vert.span();
-        let row_len = crop * 3;
-        self.rows.clear();
-        self.rows.resize((last_row - first_row) * row_len, 0);
-        for (r, y) in (first_row..last_row).enumerate() {
-            let y = src.y + y;
-            let src_row = &raw[(y * img_w + src.x) * 3..(y * img_w + src.x + src.w) * 3];
-            let dst = &mut self.rows[r * row_len..(r + 1) * row_len];
-            for (xx, px) in dst.chunks_exact_mut(3).enumerate() {
-                let (start, taps) = self.horiz.taps(xx);
-                let mut acc = [ROUND_HALF; 3];
-                for (i, &k) in taps.iter().enumerate() {
-                    let s = &src_row[(start + i) * 3..(start + i) * 3 + 3];
-                    acc[0] += i32::from(s[0]) * k;
-                    acc[1] += i32::from(s[1]) * k;
-                    acc[2] += i32::from(s[2]) * k;
-                }
-                px.copy_from_slice(&acc.map(clip8));
-            }
-        }
-        // Vertical pass into the normalised planar output.
-        for yy in 0..crop {
-            let (start, taps) = self.vert.taps(yy);
-            let start = start - first_row;
-            for xx in 0..crop {
-                let mut acc = [ROUND_HALF; 3];
-                for (i, &k) in taps.iter().enumerate() {
-                    let s = &self.rows[(start + i) * row_len + xx * 3..][..3];
-                    acc[0] += i32::from(s[0]) * k;
-                    acc[1] += i32::from(s[1]) * k;
-                    acc[2] += i32::from(s[2]) * k;
-                }
-                put(xx, yy, acc);
-            }
+    fn check_output(&self, out: &[f32]) -> std::result::Result<(), FrameError> {
+        let expected = self.recipe.tensor_len();
+        if out.len() == expected {
+            Ok(())
+        } else {
+            Err(FrameError::OutputLength {
+                expected,
+                len: out.len(),
+                crop: self.recipe.crop_size,
+            })
         }
     }
 
@@ -353,6 +309,29 @@ impl Preprocessor {
         let mut out = vec![0.0; self.recipe.tensor_len()];
         self.run(img, &mut out);
         out
+    }
+}
+
+/// An RGB image as an RGB24 frame; panics on an image without pixels.
+fn rgb_rows(img: &RgbImage) -> Rows<'_> {
+    FrameRef::packed(img.as_raw(), img.width(), img.height(), PixelFormat::Rgb24)
+        .and_then(|f| {
+            f.rows(&DecodeLimits {
+                max_pixels: u64::MAX,
+            })
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("an RGB24 frame has rows")
+}
+
+/// The recipe's resize of the short side and centre crop, for a `w × h` source.
+fn center_crop(recipe: &Recipe, w: usize, h: usize) -> Plan {
+    let resized = resized_size(w, h, recipe.resize as usize);
+    Plan {
+        src: Region { x: 0, y: 0, w, h },
+        resized,
+        origin: crop_origin(resized.0, resized.1, recipe.crop_size as usize),
+        flip: false,
     }
 }
 
@@ -383,118 +362,6 @@ pub fn crop_origin(w: usize, h: usize, crop: usize) -> (usize, usize) {
     (half(w), half(h))
 }
 
-// Pillow: PRECISION_BITS = 32 − 8 − 2.
-const PRECISION_BITS: u32 = 22;
-const ROUND_HALF: i32 = 1 << (PRECISION_BITS - 1);
-
-fn clip8(acc: i32) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// Fixed-point filter taps for a run of output pixels along one axis (Pillow's
-/// `precompute_coeffs` + `normalize_coeffs_8bpc`), restricted to the cropped output range.
-#[derive(Debug, Clone, Default)]
-struct Coefficients {
-    ksize: usize,
-    /// (first source index, number of taps) per output pixel.
-    bounds: Vec<(usize, usize)>,
-    taps: Vec<i32>,
-}
-
-impl Coefficients {
-    fn compute(
-        &mut self,
-        in_size: usize,
-        out_size: usize,
-        first: usize,
-        count: usize,
-        filter: Interpolation,
-        resample: bool,
-    ) {
-        self.bounds.clear();
-        self.taps.clear();
-        if !resample {
-            // Pillow skips a pass whose size does not change: the identity, one tap of 1.0.
-            self.ksize = 1;
-            for xx in first..first + count {
-                self.bounds.push((xx, 1));
-                self.taps.push(1 << PRECISION_BITS);
-            }
-            return;
-        }
-        let (support, kernel): (f64, fn(f64) -> f64) = match filter {
-            Interpolation::Bicubic => (2.0, bicubic),
-            Interpolation::Bilinear => (1.0, bilinear),
-        };
-        let scale = in_size as f64 / out_size as f64;
-        let filterscale = scale.max(1.0);
-        let support = support * filterscale;
-        let ksize = support.ceil() as usize * 2 + 1;
-        self.ksize = ksize;
-        let ss = 1.0 / filterscale;
-        let mut k = vec![0f64; ksize];
-        for xx in first..first + count {
-            let center = (xx as f64 + 0.5) * scale;
-            // C's (int) truncates toward zero; so does `as`.
-            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
-            let mut ww = 0.0;
-            for (x, kx) in k.iter_mut().enumerate().take(xmax) {
-                let w = kernel((x as f64 + xmin as f64 - center + 0.5) * ss);
-                *kx = w;
-                ww += w;
-            }
-            for (x, &kx) in k.iter().enumerate() {
-                let w = match (x < xmax, ww != 0.0) {
-                    (true, true) => kx / ww,
-                    (true, false) => kx,
-                    (false, _) => 0.0,
-                };
-                let fixed = w * f64::from(1u32 << PRECISION_BITS);
-                self.taps.push(if w < 0.0 {
-                    (fixed - 0.5) as i32
-                } else {
-                    (fixed + 0.5) as i32
-                });
-            }
-            self.bounds.push((xmin, xmax));
-        }
-    }
-
-    fn taps(&self, i: usize) -> (usize, &[i32]) {
-        let (start, n) = self.bounds[i];
-        (start, &self.taps[i * self.ksize..i * self.ksize + n])
-    }
-
-    /// The source range [first, last) touched by all output pixels.
-    fn span(&self) -> (usize, usize) {
-        let first = self.bounds.iter().map(|b| b.0).min().unwrap_or(0);
-        let last = self.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
-        (first, last)
-    }
-}
-
-fn bicubic(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * A
-    } else {
-        0.0
-    }
-}
-
-fn bilinear(x: f64) -> f64 {
-    let x = x.abs();
-    if x < 1.0 {
-        1.0 - x
-    } else {
-        0.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,23 +380,6 @@ mod tests {
         assert_eq!(crop_origin(225, 224, 224), (0, 0));
         assert_eq!(crop_origin(227, 224, 224), (2, 0));
         assert_eq!(crop_origin(229, 229, 224), (2, 2));
-    }
-
-    #[test]
-    fn filters_are_partitions_of_unity() {
-        let mut c = Coefficients::default();
-        for (n_in, n_out) in [(640, 224), (100, 224), (451, 336)] {
-            for f in [Interpolation::Bicubic, Interpolation::Bilinear] {
-                c.compute(n_in, n_out, 0, n_out, f, true);
-                for i in 0..n_out {
-                    let sum: i64 = c.taps(i).1.iter().map(|&k| i64::from(k)).sum();
-                    assert!(
-                        (sum - (1 << PRECISION_BITS)).abs() <= c.ksize as i64,
-                        "{sum}"
-                    );
-                }
-            }
-        }
     }
 
     #[test]
