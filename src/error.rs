@@ -20,6 +20,10 @@ pub enum Error {
     /// not be written.
     #[error("{}: {reason}", path.display())]
     Pack { path: PathBuf, reason: String },
+    /// A camera frame was refused (bad size, stride, buffer, corrupt JPEG) or could not be
+    /// classified; `index` counts a session's frames from 0.
+    #[error("frame {index}: {reason}")]
+    Frame { index: u64, reason: String },
     /// Inputs that do not fit together (dimensions, class counts, ...), no file involved.
     #[error("{0}")]
     Invalid(String),
@@ -46,6 +50,12 @@ impl Error {
     pub fn dataset(path: impl AsRef<Path>, reason: impl std::fmt::Display) -> Self {
         Error::Dataset {
             path: path.as_ref().to_path_buf(),
+            reason: one_line(reason),
+        }
+    }
+    pub fn frame(index: u64, reason: impl std::fmt::Display) -> Self {
+        Error::Frame {
+            index,
             reason: one_line(reason),
         }
     }
@@ -76,6 +86,7 @@ pub(crate) fn one_line(reason: impl std::fmt::Display) -> String {
 }
 
 /// `std::io::Error` without the "(os error 2)" noise.
+#[cfg(feature = "runtime")]
 pub(crate) fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),

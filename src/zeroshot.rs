@@ -2,9 +2,11 @@
 
 use std::path::Path;
 
-use crate::encoder::TextEncoder;
+use crate::encoder::{ImageEncoder, ModelPaths, RunOptions, TextEncoder};
 use crate::error::{Error, Result};
 use crate::kernel::l2_normalize_rows;
+use crate::progress::Progress;
+use crate::sidecar::Family;
 use crate::text::Tokenizer;
 
 /// Tip-Adapter's 7 ImageNet templates (the official repo's `imagenet_templates`).
@@ -187,6 +189,43 @@ pub fn build_classifier(
         progress(i + 1);
     }
     Ok(w)
+}
+
+/// CLIP's zero-shot classifier W for `encoder` from class names × prompt templates, with the
+/// text tower beside the image tower (`model.text`); `None` for an image-only backbone, which
+/// has no text tower and uses the cache term alone.
+pub fn text_classifier(
+    encoder: &ImageEncoder,
+    model: &ModelPaths,
+    class_names: &[String],
+    templates: &Templates,
+    run: &RunOptions,
+    progress: &mut dyn Progress,
+) -> Result<Option<Vec<f32>>> {
+    if encoder.family() != Family::Clip {
+        return Ok(None);
+    }
+    let text_path = model
+        .text
+        .as_ref()
+        .ok_or_else(|| Error::model(&model.image, "CLIP model without text.onnx beside it"))?;
+    let text = TextEncoder::load(text_path, run)?;
+    if text.dim() != encoder.dim() {
+        return Err(Error::model(
+            text_path,
+            format!(
+                "text features have {} dims, image features {}",
+                text.dim(),
+                encoder.dim()
+            ),
+        ));
+    }
+    progress.start("prompts", class_names.len());
+    let w = build_classifier(&text, &Tokenizer::new(), class_names, templates, |n| {
+        progress.set(n)
+    });
+    progress.finish();
+    w.map(Some)
 }
 
 #[cfg(test)]

@@ -4,13 +4,13 @@
 
 mod common;
 
-use tipedge::adapter::{Cache, TipAdapter};
+use tipedge::adapter::{AdapterParams, ScoreScratch, TipAdapter};
 use tipedge::dataset::LabelledSet;
 use tipedge::encoder::{ImageEncoder, RunOptions, TextEncoder};
-use tipedge::kernel::l2_normalize_rows;
-use tipedge::pipeline::{build_cache, KeyRecipe};
+use tipedge::kernel::{l2_normalize_rows, Kernel, KeyData, Keys};
 use tipedge::preprocess::DecodeLimits;
 use tipedge::text::Tokenizer;
+use tipedge::train::keys::{build_keys, KeyRecipe};
 use tipedge::zeroshot::{build_classifier, Templates, TIP_ADAPTER_IMAGENET};
 
 fn manifest() -> serde_json::Value {
@@ -23,6 +23,29 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|s| s.as_str().unwrap().to_string())
         .collect()
+}
+
+/// α = β = 1 (the reference's), CLIP's logit scale (unused without W).
+fn unit_params() -> AdapterParams {
+    AdapterParams::default().with_alpha_beta(1.0, 1.0)
+}
+
+/// Keys in a pack draft: normalised and sorted by class, as a pack holds them.
+fn cache_of(dim: usize, keys: Vec<f32>, labels: Vec<u32>, n: usize) -> tipedge::pack::PackDraft {
+    tipedge::pack::PackDraft::from_f32_keys(
+        dim,
+        keys,
+        labels,
+        (0..n).map(|c| format!("class {c}")).collect(),
+        None,
+        unit_params(),
+        tipedge::pack::EncoderId {
+            name: "test".into(),
+            sha256: [0; 32],
+        },
+        tipedge::pack::Provenance::default(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -65,12 +88,16 @@ fn zero_shot_classifier_and_logits_match_official() {
         .collect();
     let mut f = image.encode(&input, 3).unwrap();
     l2_normalize_rows(&mut f, image.dim());
-    let cache = Cache::new(image.dim(), Vec::new(), Vec::new(), classes.len()).unwrap();
-    let mut adapter = TipAdapter::new(cache.view(), Some(&w)).unwrap();
+    let offsets = vec![0u32; classes.len() + 1];
+    let no_keys = Keys::new(image.dim(), KeyData::F32(&[]), &offsets).unwrap();
+    let adapter = TipAdapter::new(no_keys, Some(&w), AdapterParams::default()).unwrap();
+    let mut scratch = ScoreScratch::new(image.dim(), classes.len());
     let expected = common::read_f32(&common::reference("zeroshot_logits.npy")).data;
     let mut logits = vec![0.0; classes.len()];
     for (row, q) in f.chunks(image.dim()).enumerate() {
-        adapter.logits(q, &mut logits).unwrap();
+        adapter
+            .logits_batch(&Kernel::detect(), &mut scratch, q, &mut logits)
+            .unwrap();
         let want = &expected[row * classes.len()..(row + 1) * classes.len()];
         let diff = common::max_abs_diff(&logits, want);
         println!("zero-shot logits row {row}: max |Δ| {diff:.2e}");
@@ -91,14 +118,15 @@ fn cache_logits_match_reference_on_reference_features() {
     let mut queries = common::read_f32(&common::reference("textile_query_features.npy"));
     let dim = keys.shape[1];
     l2_normalize_rows(&mut queries.data, dim);
-    let cache = Cache::new(dim, keys.data.clone(), labels, 3).unwrap();
-    let mut adapter = TipAdapter::new(cache.view(), None).unwrap();
-    adapter.alpha = 1.0;
-    adapter.beta = 1.0;
+    let cache = cache_of(dim, keys.data.clone(), labels, 3);
+    let adapter = TipAdapter::new(cache.keys(), None, unit_params()).unwrap();
+    let mut scratch = ScoreScratch::new(dim, 3);
     let expected = common::read_f32(&common::reference("textile_cache_logits.npy")).data;
     let mut logits = [0f32; 3];
     for (i, q) in queries.data.chunks(dim).enumerate() {
-        adapter.logits(q, &mut logits).unwrap();
+        adapter
+            .logits_batch(&Kernel::detect(), &mut scratch, q, &mut logits)
+            .unwrap();
         for (a, b) in logits.iter().zip(&expected[i * 3..i * 3 + 3]) {
             assert!(
                 (a - b).abs() <= 1e-4 * b.abs().max(1.0),
@@ -128,7 +156,7 @@ fn textile_example_end_to_end() {
             .collect::<Vec<_>>(),
         strings(&m["textile"]["classes"])
     );
-    let (cache, skipped) = build_cache(
+    let built = build_keys(
         &enc,
         &shots,
         &KeyRecipe::plain(),
@@ -136,11 +164,13 @@ fn textile_example_end_to_end() {
         |_| {},
     )
     .unwrap();
-    assert!(skipped.is_empty());
+    assert!(built.skipped.is_empty());
+    let cache = cache_of(enc.dim(), built.keys, built.labels, 3);
     let ref_keys = common::read_f32(&common::reference("textile_shot_keys.npy")).data;
     let mut worst = 1.0f64;
     for (a, b) in cache
-        .keys()
+        .key_data()
+        .to_f32(enc.dim())
         .chunks(enc.dim())
         .zip(ref_keys.chunks(enc.dim()))
     {
@@ -149,18 +179,25 @@ fn textile_example_end_to_end() {
     println!("textile keys: min cosine vs PyTorch {worst:.6}");
     assert!(worst >= 0.999, "{worst}");
 
-    let mut adapter = TipAdapter::new(cache.view(), None).unwrap();
-    adapter.alpha = 1.0;
-    adapter.beta = 1.0;
+    let adapter = TipAdapter::new(cache.keys(), None, unit_params()).unwrap();
+    let mut scratch = ScoreScratch::new(enc.dim(), 3);
     let queries = LabelledSet::read(&common::repo("examples/textile/query")).unwrap();
     let mut correct = 0;
     let mut logits = vec![0.0; 3];
     let paths: Vec<_> = queries.items();
     let files: Vec<_> = paths.iter().map(|(p, _)| p.clone()).collect();
     let mut i = 0;
-    tipedge::pipeline::Embedder::new(&enc, DecodeLimits::default()).embed_all(&files, |e| {
-        adapter.logits(e.result.unwrap(), &mut logits).unwrap();
-        let top = tipedge::adapter::top_k(&logits, 1)[0].0;
+    let mut embedder = tipedge::embed::Embedder::new(&enc, DecodeLimits::default()).unwrap();
+    embedder.embed_all(&files, |e| {
+        adapter
+            .logits_batch(
+                &Kernel::detect(),
+                &mut scratch,
+                e.result.unwrap(),
+                &mut logits,
+            )
+            .unwrap();
+        let top = tipedge::adapter::top_k(&logits, 1)[0].class;
         correct += usize::from(top == paths[i].1);
         i += 1;
     });

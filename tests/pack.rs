@@ -251,7 +251,11 @@ fn check_round_trip(fx: &Fixture, pack: &Pack) {
     assert_eq!(h.key_dtype, fx.keys.dtype());
     assert_eq!(h.file_len as usize, pack.as_bytes().len());
     assert_eq!(
-        (pack.logit_scale(), pack.alpha(), pack.beta()),
+        (
+            pack.params().logit_scale,
+            pack.params().alpha,
+            pack.params().beta
+        ),
         (100.0, 1.0, 5.5)
     );
     assert_eq!(pack.encoder(), &fx.encoder);
@@ -522,7 +526,7 @@ fn rewrite_with_new_alpha_beta_over_the_open_pack() {
     // The old mapping still reads the old file.
     check_round_trip(&fx, &old);
     let new = Pack::open(&path, &fx.expect()).unwrap();
-    assert_eq!((new.alpha(), new.beta()), (2.5, 7.0));
+    assert_eq!((new.params().alpha, new.params().beta), (2.5, 7.0));
     let mut c = fx.contents();
     c.alpha = 2.5;
     c.beta = 7.0;
@@ -1333,7 +1337,7 @@ fn exercise(pack: &Pack) {
     let q = vec![0.5f32; keys.dim()];
     let mut out = vec![0.0; keys.n_classes()];
     Kernel::scalar()
-        .class_affinity(&q, &keys, pack.beta(), &mut scratch, &mut out)
+        .class_affinity(&q, &keys, pack.params().beta, &mut scratch, &mut out)
         .unwrap();
 }
 

@@ -6,10 +6,18 @@
 mod common;
 
 use common::{fixture, read_f32, read_f64, read_i64};
-use tipedge::adapter::TipAdapter;
-use tipedge::kernel::{Kernel, KeyData, Keys, MAX_BATCH};
+use tipedge::adapter::{AdapterParams, ScoreScratch, TipAdapter};
+use tipedge::kernel::{class_offsets_of, Kernel, KeyData, Keys, MAX_BATCH};
 use tipedge::train::finetune::{cosine_lr, AdamW, FinetuneConfig, TipAdapterF};
-use tipedge::train::search::{grid_accuracy, Grid, Model};
+use tipedge::train::search::{grid_accuracy, Grid};
+
+fn params(alpha: f32, beta: f32, logit_scale: f32) -> AdapterParams {
+    AdapterParams {
+        alpha,
+        beta,
+        logit_scale,
+    }
+}
 
 fn train_fixture(name: &str) -> std::path::PathBuf {
     fixture("train").join(name)
@@ -21,17 +29,6 @@ fn labels_u32(name: &str) -> Vec<u32> {
         .iter()
         .map(|&v| v as u32)
         .collect()
-}
-
-fn offsets_of(labels: &[u32], n_classes: usize) -> Vec<u32> {
-    let mut offsets = vec![0u32; n_classes + 1];
-    for &l in labels {
-        offsets[l as usize + 1] += 1;
-    }
-    for c in 0..n_classes {
-        offsets[c + 1] += offsets[c];
-    }
-    offsets
 }
 
 struct TipProblem {
@@ -53,7 +50,7 @@ fn tip_problem() -> TipProblem {
     );
     TipProblem {
         keys: read_f32(&train_fixture("tip_keys.npy")).data,
-        offsets: offsets_of(&key_labels, CLASSES),
+        offsets: class_offsets_of(&key_labels, CLASSES),
         w: read_f32(&train_fixture("tip_clip_weights.npy")).data,
         queries: read_f32(&train_fixture("tip_queries.npy")).data,
         labels: labels_u32("tip_query_labels.npy"),
@@ -66,10 +63,8 @@ fn tip_adapter_logits_match_the_official_formula() {
     let reference = read_f64(&train_fixture("tip_logits.npy")).data;
     let keys = Keys::new(DIM, KeyData::F32(&p.keys), &p.offsets).unwrap();
     for kernel in Kernel::available() {
-        let mut a = TipAdapter::new(keys, Some(&p.w))
-            .unwrap()
-            .with_kernel(kernel);
-        (a.alpha, a.beta, a.logit_scale) = (1.17, 5.5, 100.0);
+        let a = TipAdapter::new(keys, Some(&p.w), params(1.17, 5.5, 100.0)).unwrap();
+        let mut scratch = ScoreScratch::new(DIM, CLASSES);
         let mut worst = 0f64;
         for (q, r) in p
             .queries
@@ -77,7 +72,7 @@ fn tip_adapter_logits_match_the_official_formula() {
             .zip(reference.chunks(MAX_BATCH * CLASSES))
         {
             let mut out = vec![0f32; r.len()];
-            a.logits_batch(q, &mut out).unwrap();
+            a.logits_batch(&kernel, &mut scratch, q, &mut out).unwrap();
             for (&o, &r) in out.iter().zip(r) {
                 worst = worst.max((f64::from(o) - r).abs() / r.abs().max(1e-6));
             }
@@ -118,11 +113,8 @@ fn search_grid_and_accuracies_match_the_official_search() {
     ] {
         let reference = read_f64(&train_fixture(acc_file)).data;
         let margins = read_f64(&train_fixture(margin_file)).data;
-        let model = Model {
-            keys,
-            classifier: with_w.then_some(&p.w[..]),
-            logit_scale: 100.0,
-        };
+        let model =
+            TipAdapter::new(keys, with_w.then_some(&p.w[..]), params(1.17, 1.0, 100.0)).unwrap();
         for kernel in Kernel::available() {
             let acc = grid_accuracy(&kernel, &model, &p.queries, &p.labels, &grid, |_| {}).unwrap();
             let n = p.labels.len() as f64;
@@ -184,7 +176,15 @@ fn tip_adapter_f_steps_match_pytorch_adamw() {
     let lrs = read_f64(&train_fixture("tipf_lr.npy")).data;
     let grad0 = read_f32(&train_fixture("tipf_grad0.npy")).data;
     let (steps, batch) = (feats.shape[0], feats.shape[1]);
-    let mut model = TipAdapterF::new(init.clone(), key_labels, Some(w), D, 4, (1.17, 5.5, 100.0));
+    let mut model = TipAdapterF::new(
+        init.clone(),
+        key_labels,
+        Some(w),
+        D,
+        4,
+        params(1.17, 5.5, 100.0),
+    )
+    .unwrap();
     let cfg = FinetuneConfig::default();
     let mut opt = AdamW::new(init.len(), &cfg);
     let n_keys = init.len();
@@ -240,8 +240,9 @@ fn the_gradient_is_the_derivative_of_the_loss() {
             classifier,
             D,
             3,
-            (1.5, 3.0, 10.0),
-        );
+            params(1.5, 3.0, 10.0),
+        )
+        .unwrap();
         m.loss_and_grad(&feats, &targets);
         let g = m.grad().to_vec();
         for (i, &gi) in g.iter().enumerate() {
@@ -311,7 +312,7 @@ mod runtime {
                         .sum()
                 })
                 .collect();
-            let key: Vec<f32> = tipedge::pipeline::mean_normalized(&sum, passes).collect();
+            let key: Vec<f32> = tipedge::train::keys::mean_normalized(&sum, passes).collect();
             for (a, b) in key.iter().zip(&reference[i * dim..(i + 1) * dim]) {
                 assert!(
                     (a - b).abs() <= 1e-4 * b.abs().max(1e-3),

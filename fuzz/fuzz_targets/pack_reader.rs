@@ -65,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
             let q = vec![0.5f32; keys.dim()];
             let mut out = vec![0.0; keys.n_classes()];
             Kernel::scalar()
-                .class_affinity(&q, &keys, pack.beta(), &mut scratch, &mut out)
+                .class_affinity(&q, &keys, pack.params().beta, &mut scratch, &mut out)
                 .expect("a verified pack scores");
         }
         Err(e) => assert!(!e.to_string().contains('\n'), "multi-line refusal: {e}"),

@@ -1,16 +1,16 @@
 //! `tipedge bench`: measurements, printed as JSON for comparison scripts.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::{Args, Subcommand};
+use tipedge::bench::{bench_encoder, EncoderBench};
 use tipedge::dataset::expand_inputs;
 use tipedge::encoder::ModelPaths;
 use tipedge::kernel::bench::{run as run_kernel_bench, BenchConfig};
 use tipedge::kernel::{Isa, KeyDtype, MAX_BATCH};
-use tipedge::preprocess::{load_rgb, Preprocessor};
+use tipedge::record::KernelBenchRecord;
 
-use super::common::{load_image_encoder, RuntimeArgs};
+use super::common::{print_json, warn_if_slow, RuntimeArgs};
 use super::EXIT_OK;
 
 #[derive(Subcommand, Debug)]
@@ -95,134 +95,65 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
 
 fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
     let paths = ModelPaths::resolve(&args.model)?;
-    let opts = args.runtime.run_options();
-    let t0 = Instant::now();
-    let enc = load_image_encoder(&paths.image, &opts)?;
-    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let n = enc.batch();
-    // A fixed pseudo-random input: the timing of dense graphs does not depend on the values.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let input: Vec<f32> = (0..n * enc.recipe().tensor_len())
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-        })
-        .collect();
-    for _ in 0..args.warmup {
-        enc.encode(&input, n)?;
-    }
-    let mut times = Vec::with_capacity(args.runs);
-    for _ in 0..args.runs.max(1) {
-        let t = Instant::now();
-        enc.encode(&input, n)?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let encode = Summary::of(&mut times);
-
     let files = expand_inputs(&args.images)?;
-    let mut decode = Vec::new();
-    let mut prep = Vec::new();
-    let mut pre = Preprocessor::new(enc.recipe().clone());
-    let mut out = vec![0f32; enc.recipe().tensor_len()];
-    for f in &files {
-        let t = Instant::now();
-        let img = load_rgb(f, &args.runtime.limits())?;
-        decode.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        pre.run(&img, &mut out);
-        prep.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let decode = (!decode.is_empty()).then(|| Summary::of(&mut decode));
-    let prep = (!prep.is_empty()).then(|| Summary::of(&mut prep));
-    let rss = peak_rss_mib();
-    let profile = if args.profile {
-        Some(enc.profile(args.runs)?)
-    } else {
-        None
+    let opts = args.runtime.run_options();
+    let b = EncoderBench {
+        image: &paths.image,
+        run: opts.clone(),
+        runs: args.runs,
+        warmup: args.warmup,
+        files: &files,
+        limits: args.runtime.limits(),
+        profile: args.profile,
     };
-
+    let r = bench_encoder(&b, |enc| warn_if_slow(enc, &paths.image))?;
     if args.json {
-        let mut obj = serde_json::json!({
-            "runtime": "tract", "model": paths.image, "threads": args.runtime.threads,
-            "precision": format!("{:?}", opts.precision).to_lowercase(), "batch": n,
-            "load_ms": load_ms, "median_ms": encode.median, "p10_ms": encode.p10, "p90_ms": encode.p90,
-            "runs": times.len(), "peak_rss_mib": rss,
-        });
-        if let Some(p) = &profile {
-            obj["profile"] = serde_json::to_value(p)?;
-        }
-        if let (Some(d), Some(p)) = (&decode, &prep) {
-            obj["images"] = files.len().into();
-            obj["decode_median_ms"] = d.median.into();
-            obj["preprocess_median_ms"] = p.median.into();
-            obj["decode_preprocess_over_encode"] =
-                ((d.median + p.median) / (encode.median / n as f64)).into();
-        }
-        println!("{obj}");
-    } else {
-        println!("model        {}", paths.image.display());
+        print_json(&r);
+        return Ok(EXIT_OK);
+    }
+    let n = r.batch as f64;
+    println!("model        {}", r.model.display());
+    println!(
+        "config       {}, batch {}, {} thread(s)",
+        r.precision, r.batch, r.threads
+    );
+    println!("load         {:.0} ms", r.load_ms);
+    println!(
+        "encode       median {:.2} ms per run (p10 {:.2}, p90 {:.2}, {} runs) = {:.2} ms per image",
+        r.median_ms,
+        r.p10_ms,
+        r.p90_ms,
+        r.runs,
+        r.median_ms / n
+    );
+    if let (Some(d), Some(p), Some(ratio)) = (
+        r.decode_median_ms,
+        r.preprocess_median_ms,
+        r.decode_preprocess_over_encode,
+    ) {
         println!(
-            "config       {:?}, batch {n}, {} thread(s)",
-            opts.precision, args.runtime.threads
+            "decode       median {d:.2} ms, preprocess median {p:.2} ms over {} files ({:.1}% of encode per image)",
+            files.len(),
+            100.0 * ratio
         );
-        println!("load         {load_ms:.0} ms");
-        println!(
-            "encode       median {:.2} ms per run (p10 {:.2}, p90 {:.2}, {} runs) = {:.2} ms per image",
-            encode.median, encode.p10, encode.p90, times.len(), encode.median / n as f64
-        );
-        if let (Some(d), Some(p)) = (&decode, &prep) {
+    }
+    if let Some(rss) = r.peak_rss_mib {
+        println!("peak RSS     {rss:.0} MiB");
+    }
+    if let Some(p) = &r.profile {
+        let total: f64 = p.iter().map(|o| o.ms).sum();
+        println!("profile      per operator type, median per node summed ({total:.2} ms):");
+        for o in p {
             println!(
-                "decode       median {:.2} ms, preprocess median {:.2} ms over {} files ({:.1}% of encode per image)",
-                d.median, p.median, files.len(),
-                100.0 * (d.median + p.median) / (encode.median / n as f64)
+                "  {:<28} {:>4} nodes {:>9.3} ms {:>5.1}%",
+                o.op,
+                o.nodes,
+                o.ms,
+                100.0 * o.ms / total
             );
         }
-        if let Some(r) = rss {
-            println!("peak RSS     {r:.0} MiB");
-        }
-        if let Some(p) = &profile {
-            let total: f64 = p.iter().map(|o| o.ms).sum();
-            println!("profile      per operator type, median per node summed ({total:.2} ms):");
-            for o in p {
-                println!(
-                    "  {:<28} {:>4} nodes {:>9.3} ms {:>5.1}%",
-                    o.op,
-                    o.nodes,
-                    o.ms,
-                    100.0 * o.ms / total
-                );
-            }
-        }
     }
-    Ok(super::EXIT_OK)
-}
-
-struct Summary {
-    median: f64,
-    p10: f64,
-    p90: f64,
-}
-
-impl Summary {
-    fn of(v: &mut [f64]) -> Summary {
-        v.sort_by(f64::total_cmp);
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        Summary {
-            median: at(0.5),
-            p10: at(0.1),
-            p90: at(0.9),
-        }
-    }
-}
-
-/// Peak resident set size (VmHWM) of this process, Linux only.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    Ok(EXIT_OK)
 }
 
 fn kernel(args: KernelArgs) -> anyhow::Result<i32> {
@@ -247,16 +178,7 @@ fn kernel(args: KernelArgs) -> anyhow::Result<i32> {
     cfg.min_time = std::time::Duration::from_secs_f64(args.seconds);
     let r = run_kernel_bench(&cfg).map_err(|e| anyhow::anyhow!("bench kernel: {e}"))?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "n": r.n, "dim": r.dim, "dtype": r.dtype.name(), "batch": r.batch,
-                "threads": r.threads, "isa": r.isa.name(), "ns_per_key": r.ns_per_key,
-                "gbps": r.gbps, "key_bytes": r.key_bytes, "median_ns": r.median_ns,
-                "read_bandwidth_gbps": r.read_bandwidth_gbps,
-                "bandwidth_ratio": r.bandwidth_ratio(), "runs": r.runs,
-            })
-        );
+        print_json(&KernelBenchRecord::new(&r));
     } else {
         println!(
             "{} keys × dim {} ({}, {:.1} MiB), batch {}, {} thread(s), kernel {}",
@@ -278,4 +200,13 @@ fn kernel(args: KernelArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(EXIT_OK)
+}
+
+impl BenchCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            BenchCommand::Encoder(a) => a.json,
+            BenchCommand::Kernel(a) => a.json,
+        }
+    }
 }

@@ -1,19 +1,17 @@
 //! `tipedge cache build`: few-shot folder → adapter pack file.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use tipedge::adapter::{DEFAULT_ALPHA, DEFAULT_BETA, LOGIT_SCALE};
-use tipedge::dataset::LabelledSet;
+use tipedge::adapter::{DEFAULT_ALPHA, DEFAULT_BETA};
 use tipedge::encoder::ModelPaths;
 use tipedge::kernel::KeyDtype;
-use tipedge::pack::{write_pack, OwnedKeys, PackContents, Provenance};
-use tipedge::pipeline::KeyRecipe;
 use tipedge::preprocess::augment::Augmentation;
+use tipedge::train::build::{build_pack, BuildOptions, BuildRequest};
+use tipedge::train::keys::KeyRecipe;
+use tipedge::zeroshot::Templates;
 
-use super::classify::build;
-use super::common::{encoder_id, load_image_encoder, now_unix, tool_version, RuntimeArgs};
+use super::common::{load_image_encoder, now_unix, print_json, Bars, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 #[derive(Subcommand, Debug)]
@@ -89,113 +87,72 @@ pub struct BuildArgs {
 
 pub fn run(cmd: CacheCommand) -> anyhow::Result<i32> {
     match cmd {
-        CacheCommand::Build(args) => build_pack(args),
+        CacheCommand::Build(args) => build(args),
     }
 }
 
-fn build_pack(args: BuildArgs) -> anyhow::Result<i32> {
+fn build(args: BuildArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(
         args.alpha.is_finite() && args.beta.is_finite(),
         "--alpha and --beta must be finite numbers"
     );
-    let t0 = Instant::now();
     let paths = ModelPaths::resolve(&args.model)?;
     let encoder = load_image_encoder(&paths.image, &args.runtime.run_options())?;
-    let mut shots = LabelledSet::read(&args.shots)?;
-    if let Some(k) = args.shots_per_class {
-        shots = shots.sample_k_shot(k as usize, args.seed)?;
+    let request = BuildRequest {
+        model: &paths,
+        shots: &args.shots,
+        shots_per_class: args.shots_per_class.map(|k| k as usize),
+        options: BuildOptions {
+            recipe: KeyRecipe {
+                augment_epochs: args.augment_epochs,
+                augmentation: Augmentation::default(),
+                seed: args.seed,
+            },
+            templates: Templates::resolve(&args.templates)?,
+            key_dtype: args.keys,
+            alpha: args.alpha,
+            beta: args.beta,
+            created_unix: args.created.unwrap_or_else(now_unix),
+            limits: args.runtime.limits(),
+            run: args.runtime.run_options(),
+        },
+        out: &args.out,
+    };
+    let mut bars = Bars::new(args.json);
+    let r = build_pack(&encoder, &request, &mut bars)?;
+    for s in &r.skipped {
+        eprintln!("skipped shot: {s}");
     }
-    let recipe = KeyRecipe {
-        augment_epochs: args.augment_epochs,
-        augmentation: Augmentation::default(),
-        seed: args.seed,
-    };
-    let built = build(
-        &encoder,
-        &paths,
-        Some(&shots),
-        &recipe,
-        &[],
-        &args.templates,
-        &args.runtime,
-        args.json,
-    )?;
-    for s in &built.skipped {
-        eprintln!("skipped shot: {}", s.reason);
-    }
-    let cache = &built.cache;
-    anyhow::ensure!(
-        !cache.is_empty(),
-        "{}: no shot could be encoded",
-        args.shots.display()
-    );
-    let keys = OwnedKeys::from_f32(args.keys, cache.dim(), cache.keys())?;
-    let provenance = Provenance {
-        shots: shots.max_per_class() as u32,
-        augment_epochs: args.augment_epochs,
-        seed: args.seed,
-        tool_version: tool_version(),
-        created_unix: args.created.unwrap_or_else(now_unix),
-    };
-    let encoder_id = encoder_id(&encoder)?;
-    let contents = PackContents {
-        dim: cache.dim(),
-        key_data: keys.as_key_data(),
-        class_offsets: cache.class_offsets(),
-        labels: cache.labels(),
-        class_names: &built.class_names,
-        text_classifier: built.classifier.as_deref(),
-        logit_scale: encoder.sidecar().logit_scale.unwrap_or(LOGIT_SCALE),
-        alpha: args.alpha,
-        beta: args.beta,
-        encoder: &encoder_id,
-        provenance: &provenance,
-    };
-    write_pack(&args.out, &contents)?;
-    let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
-    let seconds = t0.elapsed().as_secs_f64();
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "pack": args.out,
-                "classes": built.class_names,
-                "keys": cache.len(),
-                "dim": cache.dim(),
-                "key_dtype": args.keys.name(),
-                "text_classifier": built.classifier.is_some(),
-                "shots_per_class": provenance.shots,
-                "augment_epochs": args.augment_epochs,
-                "seed": args.seed,
-                "alpha": args.alpha,
-                "beta": args.beta,
-                "encoder": encoder_id.name,
-                "encoder_sha256": encoder_id.sha256_hex(),
-                "bytes": bytes,
-                "skipped": built.skipped.iter().map(|s| &s.reason).collect::<Vec<_>>(),
-                "seconds": seconds,
-            })
-        );
+        print_json(&r);
     } else {
         eprintln!(
             "{}: {} classes, {} {} keys of dim {}{}, {} bytes, in {:.1} s",
-            args.out.display(),
-            built.class_names.len(),
-            cache.len(),
-            args.keys,
-            cache.dim(),
-            if built.classifier.is_some() {
+            r.pack.display(),
+            r.classes.len(),
+            r.keys,
+            r.key_dtype,
+            r.dim,
+            if r.text_classifier {
                 ", with zero-shot W"
             } else {
                 ""
             },
-            bytes,
-            seconds
+            r.bytes,
+            r.seconds
         );
     }
-    Ok(if built.skipped.is_empty() {
+    Ok(if r.skipped.is_empty() {
         EXIT_OK
     } else {
         EXIT_SOME_FAILED
     })
+}
+
+impl CacheCommand {
+    pub fn json(&self) -> bool {
+        match self {
+            CacheCommand::Build(a) => a.json,
+        }
+    }
 }

@@ -1,19 +1,22 @@
 //! `tipedge classify` and `tipedge demo`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Args;
-use tipedge::adapter::{top_k, Cache, TipAdapter, MAX_TOP_K};
+use tipedge::adapter::{DEFAULT_ALPHA, DEFAULT_BETA, MAX_TOP_K};
+use tipedge::classifier::Classifier;
 use tipedge::dataset::{expand_inputs, LabelledSet};
-use tipedge::encoder::{ImageEncoder, ModelPaths, TextEncoder};
-use tipedge::pack::Pack;
-use tipedge::pipeline::{build_cache, Embedder, KeyRecipe, Skipped, Timings};
-use tipedge::sidecar::Family;
-use tipedge::text::Tokenizer;
-use tipedge::zeroshot::{build_classifier, Templates};
+use tipedge::encoder::ModelPaths;
+use tipedge::files::{class_of_path, classify_files};
+use tipedge::kernel::KeyDtype;
+use tipedge::record::{ErrorRecord, Summary};
+use tipedge::session::{Session, SessionOptions};
+use tipedge::train::build::{build_from_shots, build_zero_shot, BuildOptions, Built};
+use tipedge::train::keys::KeyRecipe;
+use tipedge::zeroshot::Templates;
 
-use super::common::{expect_for, load_image_encoder, progress, repo_path, RuntimeArgs};
+use super::common::{load_image_encoder, print_json, progress, repo_path, Bars, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 /// Classify images with a few-shot cache (Tip-Adapter) and, for CLIP, zero-shot text prompts.
@@ -121,111 +124,6 @@ enum Source<'a> {
     ZeroShot(&'a [String]),
 }
 
-/// Classes, cache and zero-shot classifier built from a few-shot folder (or class names alone
-/// for zero-shot CLIP): what `classify --shots` scores with and `cache build` writes.
-pub(super) struct Built {
-    pub class_folders: Vec<String>,
-    pub class_names: Vec<String>,
-    pub cache: Cache,
-    pub classifier: Option<Vec<f32>>,
-    pub skipped: Vec<Skipped>,
-}
-
-/// Builds [`Built`] with `encoder`: the cache from `shots` (or an empty cache over `classes`),
-/// and for CLIP the text classifier W from the class names and `templates`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn build(
-    encoder: &ImageEncoder,
-    paths: &ModelPaths,
-    shots: Option<&LabelledSet>,
-    recipe: &KeyRecipe,
-    classes: &[String],
-    templates: &str,
-    runtime: &RuntimeArgs,
-    quiet: bool,
-) -> anyhow::Result<Built> {
-    let is_clip = encoder.family() == Family::Clip;
-    let mut skipped: Vec<Skipped> = Vec::new();
-    let (class_folders, class_names, cache) = match shots {
-        Some(set) => {
-            let passes = recipe.augment_epochs.max(1) as usize;
-            let bar = progress(set.len() * passes, "cache", quiet);
-            let (cache, bad) = build_cache(encoder, set, recipe, runtime.limits(), |n| {
-                bar.set_position(n as u64)
-            })?;
-            bar.finish_and_clear();
-            skipped.extend(bad);
-            let folders = set.classes.iter().map(|c| c.folder.clone()).collect();
-            (folders, set.class_names(), cache)
-        }
-        None => {
-            anyhow::ensure!(
-                is_clip,
-                "{}: an image-only backbone needs --shots (it has no text tower for zero-shot)",
-                paths.image.display()
-            );
-            anyhow::ensure!(
-                !classes.is_empty(),
-                "zero-shot needs --classes a,b,c (or --shots DIR, or --pack FILE)"
-            );
-            let cache = Cache::new(encoder.dim(), Vec::new(), Vec::new(), classes.len())?;
-            (classes.to_vec(), classes.to_vec(), cache)
-        }
-    };
-    let classifier = if is_clip {
-        Some(text_classifier(
-            encoder,
-            paths,
-            &class_names,
-            templates,
-            runtime,
-            quiet,
-        )?)
-    } else {
-        None
-    };
-    Ok(Built {
-        class_folders,
-        class_names,
-        cache,
-        classifier,
-        skipped,
-    })
-}
-
-/// CLIP's zero-shot classifier W from class names × prompt templates (the official
-/// `clip_classifier`), with the text tower beside the image tower.
-pub(super) fn text_classifier(
-    encoder: &ImageEncoder,
-    paths: &ModelPaths,
-    class_names: &[String],
-    templates: &str,
-    runtime: &RuntimeArgs,
-    quiet: bool,
-) -> anyhow::Result<Vec<f32>> {
-    let text_path = paths.text.as_ref().with_context(|| {
-        format!(
-            "{}: CLIP model without text.onnx beside it",
-            paths.image.display()
-        )
-    })?;
-    let text = TextEncoder::load(text_path, &runtime.run_options())?;
-    anyhow::ensure!(
-        text.dim() == encoder.dim(),
-        "{}: text features have {} dims, image features {}",
-        text_path.display(),
-        text.dim(),
-        encoder.dim()
-    );
-    let templates = Templates::resolve(templates)?;
-    let bar = progress(class_names.len(), "prompts", quiet);
-    let w = build_classifier(&text, &Tokenizer::new(), class_names, &templates, |n| {
-        bar.set_position(n as u64)
-    })?;
-    bar.finish_and_clear();
-    Ok(w)
-}
-
 fn classify(
     model: &Path,
     source: Source<'_>,
@@ -233,144 +131,123 @@ fn classify(
     inputs: &[PathBuf],
 ) -> anyhow::Result<i32> {
     let paths = ModelPaths::resolve(model)?;
+    let run = common.runtime.run_options();
     let limits = common.runtime.limits();
-    let encoder = load_image_encoder(&paths.image, &common.runtime.run_options())?;
-    let queries = expand_inputs(inputs)?;
+    let encoder = Arc::new(load_image_encoder(&paths.image, &run)?);
+    let files = expand_inputs(inputs)?;
     anyhow::ensure!(
-        !queries.is_empty(),
+        !files.is_empty(),
         "no image files found in the given inputs"
     );
 
-    // Classes, keys and W: from a pack (memory-mapped), or built here.
-    let (cache, w, pack);
-    let (class_folders, class_names, skipped, mut adapter) = match source {
+    // The classifier: a pack (memory-mapped), or built here from shots or class names.
+    let mut bars = Bars::new(common.json);
+    let templates = || Templates::resolve(&common.templates);
+    let from_built = |b: Built| (Classifier::from_draft(b.draft), b.class_folders, b.skipped);
+    let (classifier, class_folders, skipped) = match source {
         Source::Pack(file) => {
-            pack = Pack::open(file, &expect_for(&encoder)?)?;
-            let names = pack.class_names().to_vec();
-            let mut adapter = TipAdapter::new(pack.keys(), pack.text_classifier())?;
-            adapter.alpha = pack.alpha();
-            adapter.beta = pack.beta();
-            adapter.logit_scale = pack.logit_scale();
-            (names.clone(), names, Vec::new(), adapter)
+            let c = Classifier::open(file, &encoder.expect())?;
+            let names = c.class_names().to_vec();
+            (c, names, Vec::new())
         }
-        Source::Shots(_) | Source::ZeroShot(_) => {
-            let (shots, classes) = match source {
-                Source::Shots(dir) => (Some(LabelledSet::read(dir)?), &[][..]),
-                Source::ZeroShot(c) => (None, c),
-                Source::Pack(_) => unreachable!(),
+        Source::Shots(dir) => {
+            let options = BuildOptions {
+                recipe: KeyRecipe::plain(),
+                templates: templates()?,
+                key_dtype: KeyDtype::F32,
+                alpha: DEFAULT_ALPHA,
+                beta: DEFAULT_BETA,
+                created_unix: 0,
+                limits,
+                run: run.clone(),
             };
-            let built = build(
-                &encoder,
-                &paths,
-                shots.as_ref(),
-                &KeyRecipe::plain(),
-                classes,
-                &common.templates,
-                &common.runtime,
-                common.json,
-            )?;
-            (cache, w) = (built.cache, built.classifier);
-            let adapter = TipAdapter::new(cache.view(), w.as_deref())?;
-            (
-                built.class_folders,
-                built.class_names,
-                built.skipped,
-                adapter,
-            )
+            let shots = LabelledSet::read(dir)?;
+            from_built(build_from_shots(
+                &encoder, &paths, &shots, &options, &mut bars,
+            )?)
         }
+        Source::ZeroShot(classes) => from_built(build_zero_shot(
+            &encoder,
+            &paths,
+            classes,
+            &templates()?,
+            &run,
+            &mut bars,
+        )?),
     };
-    if let Some(a) = common.alpha {
-        adapter.alpha = a;
-    }
-    if let Some(b) = common.beta {
-        adapter.beta = b;
-    }
+    let params = classifier.params();
+    let classifier = classifier.with_params(params.with_alpha_beta(
+        common.alpha.unwrap_or(params.alpha),
+        common.beta.unwrap_or(params.beta),
+    ))?;
+    let class_names = classifier.class_names().to_vec();
+    let options = SessionOptions {
+        top_k: usize::from(common.top_k),
+        limits,
+    };
+    let mut session = Session::new(encoder, Arc::new(classifier), options)?;
 
-    // Classify.
-    let k = usize::from(common.top_k);
-    let bar = progress(queries.len(), "classify", common.json);
-    let mut logits = vec![0f32; adapter.n_classes()];
-    let mut failed: Vec<Skipped> = Vec::new();
-    let (mut n_known, mut n_correct, mut n_ok) = (0usize, 0usize, 0usize);
-    let mut total = Timings::default();
-    Embedder::new(&encoder, limits).embed_all(&queries, |item| {
+    let bar = progress(files.len(), "classify", common.json);
+    let mut summary = Summary::default();
+    let mut failed: Vec<String> = Vec::new();
+    classify_files(&mut session, &files, |path, result| {
         bar.inc(1);
-        let f = match item.result {
-            Ok(f) => f,
+        let record = match result {
+            Ok(r) => r,
             Err(e) => {
                 if common.json {
-                    println!("{}", serde_json::json!({ "path": item.path, "error": e.to_string() }));
+                    print_json(&ErrorRecord::new(&e));
                 }
-                failed.push(Skipped { path: item.path, reason: e.to_string() });
+                failed.push(e.to_string());
                 return;
             }
         };
-        if let Err(e) = adapter.logits(f, &mut logits) {
-            failed.push(Skipped { path: item.path, reason: e.to_string() });
-            return;
-        }
-        let top = top_k(&logits, k);
-        let truth = truth_of(&item.path, &class_folders);
-        let correct = truth.map(|t| top.first().is_some_and(|b| b.0 == t));
-        n_ok += 1;
-        if let Some(c) = correct {
-            n_known += 1;
-            n_correct += usize::from(c);
-        }
-        total.decode_ms += item.timings.decode_ms;
-        total.preprocess_ms += item.timings.preprocess_ms;
-        total.encode_ms += item.timings.encode_ms;
+        let record = match class_of_path(path, &class_folders) {
+            Some(t) => record.with_truth(t, &class_names[t]),
+            None => record,
+        };
+        summary.add(&record);
         if common.json {
-            let top: Vec<_> = top
-                .iter()
-                .map(|&(c, logit, prob)| {
-                    serde_json::json!({ "label": class_names[c], "class": c, "logit": logit, "prob": prob })
-                })
-                .collect();
-            let mut obj = serde_json::json!({
-                "path": item.path, "top": top, "timings_ms": item.timings,
-            });
-            if let Some(t) = truth {
-                obj["truth"] = class_names[t].clone().into();
-                obj["correct"] = correct.into();
-            }
-            println!("{obj}");
+            print_json(&record);
         } else {
-            let shown: Vec<String> =
-                top.iter().map(|&(c, _, p)| format!("{} {:.3}", class_names[c], p)).collect();
-            let mark = match correct {
+            let shown: Vec<String> = record
+                .top
+                .iter()
+                .map(|l| format!("{} {:.3}", l.label, l.prob))
+                .collect();
+            let mark = match record.correct {
                 Some(true) => "  ok",
                 Some(false) => "  WRONG",
                 None => "",
             };
-            bar.suspend(|| println!("{}\t{}{}", item.path.display(), shown.join(" | "), mark));
+            bar.suspend(|| println!("{}\t{}{}", path.display(), shown.join(" | "), mark));
         }
     });
     bar.finish_and_clear();
 
     // Summary on stderr: the per-image lines on stdout stay machine-readable.
-    for s in skipped.iter() {
+    for s in &skipped {
         eprintln!("skipped shot: {}", s.reason);
     }
-    for s in failed.iter() {
-        eprintln!("failed: {}", s.reason);
+    for f in &failed {
+        eprintln!("failed: {f}");
     }
-    let mut line = format!("{} images classified, {} failed", n_ok, failed.len());
-    if n_known > 0 {
+    summary.failed = failed.len();
+    let mut line = format!(
+        "{} images classified, {} failed",
+        summary.classified, summary.failed
+    );
+    if let Some(acc) = summary.accuracy() {
         line += &format!(
-            "; accuracy {}/{} = {:.1}% (images in folders named after a class)",
-            n_correct,
-            n_known,
-            100.0 * n_correct as f64 / n_known as f64
+            "; accuracy {}/{} = {acc:.1}% (images in folders named after a class)",
+            summary.correct, summary.known
         );
     }
-    if n_ok > 0 {
-        let n = n_ok as f64;
+    if summary.classified > 0 {
+        let m = &summary.mean_ms;
         line += &format!(
-            "; mean per image: decode {:.2} ms, preprocess {:.2} ms, encode {:.2} ms",
-            total.decode_ms / n,
-            total.preprocess_ms / n,
-            total.encode_ms / n
+            "; mean per image: decode {:.2} ms, preprocess {:.2} ms, encode {:.2} ms, score {:.3} ms",
+            m.decode_ms, m.preprocess_ms, m.encode_ms, m.score_ms
         );
     }
     eprintln!("{line}");
@@ -381,10 +258,14 @@ fn classify(
     })
 }
 
-/// The class whose folder name is the image's parent folder name, if any.
-fn truth_of(path: &Path, class_folders: &[String]) -> Option<usize> {
-    let parent = path.parent()?.file_name()?.to_str()?;
-    class_folders
-        .iter()
-        .position(|c| c == parent || c.replace('_', " ") == parent.replace('_', " "))
+impl ClassifyArgs {
+    pub fn json(&self) -> bool {
+        self.common.json
+    }
+}
+
+impl DemoArgs {
+    pub fn json(&self) -> bool {
+        self.common.json
+    }
 }

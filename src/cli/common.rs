@@ -1,15 +1,17 @@
-//! Options and helpers shared by several subcommands.
+//! Options and printing shared by the subcommands; no library logic.
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tipedge::dataset::LabelledSet;
 use tipedge::encoder::{ImageEncoder, Precision, RunOptions};
-use tipedge::pack::{EncoderId, Expect};
 use tipedge::preprocess::DecodeLimits;
-use tipedge::train::features::{encode_split, EncodedSplit, FeatureStore};
+use tipedge::progress::Progress;
+use tipedge::train::features::FeatureStore;
+use tipedge::train::search::Grid;
 
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
@@ -45,15 +47,16 @@ impl RuntimeArgs {
 
 /// Loads an image encoder and warns on stderr (one line naming the graph) when it will be
 /// slow on this CPU: an int8 graph without VNNI on x86_64, f16 on x86_64.
-pub fn load_image_encoder(
-    path: &std::path::Path,
-    opts: &RunOptions,
-) -> tipedge::error::Result<ImageEncoder> {
+pub fn load_image_encoder(path: &Path, opts: &RunOptions) -> tipedge::Result<ImageEncoder> {
     let encoder = ImageEncoder::load(path, opts)?;
+    warn_if_slow(&encoder, path);
+    Ok(encoder)
+}
+
+pub fn warn_if_slow(encoder: &ImageEncoder, path: &Path) {
     if let Some(w) = encoder.slow_path_warning() {
         eprintln!("warning: {}: {w}", path.display());
     }
-    Ok(encoder)
 }
 
 /// A progress bar on stderr with rate and ETA, hidden with `--json` or when stdout or stderr is
@@ -72,6 +75,51 @@ pub fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// The library's progress as bars (one per stage); notes go to stderr between the bars, also
+/// with `--json` (stdout stays machine-readable). Clones share the current bar, so a callback
+/// can print beside it.
+#[derive(Clone)]
+pub struct Bars {
+    quiet: bool,
+    bar: Rc<RefCell<Option<ProgressBar>>>,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> Bars {
+        Bars {
+            quiet,
+            bar: Rc::default(),
+        }
+    }
+    /// Prints a line to stderr without tearing the current bar.
+    pub fn println(&self, line: &str) {
+        match &*self.bar.borrow() {
+            Some(b) => b.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&mut self, stage: &str, total: usize) {
+        self.finish();
+        *self.bar.borrow_mut() = Some(progress(total, stage, self.quiet));
+    }
+    fn set(&mut self, done: usize) {
+        if let Some(b) = &*self.bar.borrow() {
+            b.set_position(done as u64);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.borrow_mut().take() {
+            b.finish_and_clear();
+        }
+    }
+    fn note(&mut self, line: &str) {
+        self.println(line);
+    }
+}
+
 /// Paths compiled in for `tipedge demo` and the README's first command.
 pub fn repo_path(rel: &str) -> PathBuf {
     let compiled = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
@@ -82,31 +130,6 @@ pub fn repo_path(rel: &str) -> PathBuf {
     }
 }
 
-/// The image encoder's identity as a pack records it: the graph's sha256 (from its sidecar)
-/// and its architecture name for messages.
-pub fn encoder_id(encoder: &ImageEncoder) -> anyhow::Result<EncoderId> {
-    let hex = encoder.fingerprint();
-    let mut sha256 = [0u8; 32];
-    anyhow::ensure!(
-        hex.len() == 64 && hex.is_ascii(),
-        "model sidecar: sha256 '{hex}' is not 64 hex digits"
-    );
-    for (i, b) in sha256.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|_| anyhow::anyhow!("model sidecar: sha256 '{hex}' is not hex"))?;
-    }
-    let mut name = encoder.sidecar().arch.clone();
-    while name.len() > tipedge::pack::ENCODER_NAME_LEN {
-        name.pop();
-    }
-    Ok(EncoderId { name, sha256 })
-}
-
-/// What a pack must match to be used with `encoder`: its feature dimension and graph.
-pub fn expect_for(encoder: &ImageEncoder) -> anyhow::Result<Expect> {
-    Ok(Expect::model(encoder.dim(), encoder_id(encoder)?))
-}
-
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -114,8 +137,9 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-pub fn tool_version() -> String {
-    format!("tipedge {}", env!("CARGO_PKG_VERSION"))
+/// Prints one record as a JSON line on stdout.
+pub fn print_json<T: serde::Serialize>(record: &T) {
+    println!("{}", tipedge::record::to_json_line(record));
 }
 
 /// Where encoded validation / test features are kept between runs.
@@ -131,67 +155,41 @@ pub struct FeatureStoreArgs {
     pub no_feature_store: bool,
 }
 
-/// The unit-norm features of a labelled split (through the feature store unless disabled),
-/// with the labels mapped onto `classes` (the pack's class names): a split class the pack
-/// does not know is an error. Unreadable images are reported on stderr and left out.
-pub fn encode_labelled(
-    encoder: &ImageEncoder,
-    split: &std::path::Path,
-    classes: &[String],
-    store_args: &FeatureStoreArgs,
-    runtime: &RuntimeArgs,
-    what: &str,
-    quiet: bool,
-) -> anyhow::Result<EncodedSplit> {
-    let set = LabelledSet::read(split)?;
-    let mut map = Vec::with_capacity(set.classes.len());
-    for c in &set.classes {
-        let Some(i) = classes.iter().position(|n| *n == c.name) else {
-            anyhow::bail!(
-                "{}: class '{}' is not one of the pack's classes ({})",
-                split.join(&c.folder).display(),
-                c.name,
-                classes.join(", ")
-            );
+impl FeatureStoreArgs {
+    /// The store's folder, or `None` for no store.
+    pub fn dir(&self) -> Option<PathBuf> {
+        (!self.no_feature_store).then(|| {
+            self.features
+                .clone()
+                .unwrap_or_else(FeatureStore::default_dir)
+        })
+    }
+}
+
+/// The search grid's extent.
+#[derive(Args, Debug, Clone)]
+pub struct GridArgs {
+    /// Largest β and largest α of the grid (Tip-Adapter's search_scale).
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [7.0, 3.0], value_name = "BETA_MAX,ALPHA_MAX")]
+    pub search_scale: Vec<f64>,
+    /// Number of β and of α values (Tip-Adapter's search_step).
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [200, 20], value_name = "BETA_STEPS,ALPHA_STEPS")]
+    pub search_step: Vec<usize>,
+}
+
+impl GridArgs {
+    pub fn grid(&self) -> anyhow::Result<Grid> {
+        let (&[bmax, amax], &[bs, a_s]) = (&self.search_scale[..], &self.search_step[..]) else {
+            anyhow::bail!("--search-scale and --search-step take two values each");
         };
-        map.push(i as u32);
+        anyhow::ensure!(
+            bmax.is_finite() && amax.is_finite() && bmax > 0.1 && amax > 0.1,
+            "--search-scale values must be finite and above 0.1 (the grid starts at 0.1)"
+        );
+        anyhow::ensure!(
+            bs >= 1 && a_s >= 1,
+            "--search-step values must be at least 1"
+        );
+        Ok(Grid::official(bmax, amax, bs, a_s))
     }
-    let mut store = if store_args.no_feature_store {
-        None
-    } else {
-        let dir = store_args
-            .features
-            .clone()
-            .unwrap_or_else(FeatureStore::default_dir);
-        let s = FeatureStore::open(
-            &dir,
-            encoder.fingerprint(),
-            encoder.precision().name(),
-            encoder.dim(),
-        )?;
-        if s.dropped_tail() {
-            eprintln!(
-                "{}: cut off a damaged tail (an interrupted run); the damaged features will be encoded again",
-                s.path().display()
-            );
-        }
-        Some(s)
-    };
-    let bar = progress(set.len(), what, quiet);
-    let mut out = encode_split(encoder, &set, store.as_mut(), runtime.limits(), |n| {
-        bar.set_position(n as u64)
-    })?;
-    bar.finish_and_clear();
-    for s in &out.skipped {
-        eprintln!("skipped {what} image: {}", s.reason);
-    }
-    anyhow::ensure!(
-        !out.labels.is_empty(),
-        "{}: no image could be encoded",
-        split.display()
-    );
-    for l in &mut out.labels {
-        *l = map[*l as usize];
-    }
-    Ok(out)
 }

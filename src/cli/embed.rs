@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tipedge::dataset::expand_inputs;
+use tipedge::embed::Embedder;
 use tipedge::encoder::ModelPaths;
-use tipedge::pipeline::Embedder;
+use tipedge::record::{to_json_line, EmbeddingRecord};
 
 use super::common::{load_image_encoder, progress, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
@@ -49,7 +50,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<i32> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let bar = progress(files.len(), "embed", args.out.is_none());
-    let mut embedder = Embedder::new(&encoder, args.runtime.limits());
+    let mut embedder = Embedder::new(&encoder, args.runtime.limits())?;
     embedder.set_normalize(!args.raw);
     let (mut n_ok, mut failed) = (0usize, Vec::new());
     let mut write_err = None;
@@ -57,8 +58,11 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<i32> {
         bar.inc(1);
         match item.result {
             Ok(f) => {
-                let line = serde_json::json!({ "path": item.path, "features": f });
-                if let Err(e) = writeln!(sink, "{line}") {
+                let record = EmbeddingRecord {
+                    path: &item.path,
+                    features: f,
+                };
+                if let Err(e) = writeln!(sink, "{}", to_json_line(&record)) {
                     write_err.get_or_insert(e);
                 }
                 n_ok += 1;

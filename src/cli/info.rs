@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use clap::Args;
 use tipedge::encoder::{ModelPaths, TextEncoder};
+use tipedge::record::{ModelInfo, TowerInfo};
 
-use super::common::{load_image_encoder, RuntimeArgs};
+use super::common::{load_image_encoder, print_json, RuntimeArgs};
 
 /// Show a model's sidecar, verify its graph hash and shapes, and time its loading.
 #[derive(Args, Debug)]
@@ -15,7 +16,7 @@ pub struct InfoArgs {
     model: PathBuf,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -36,15 +37,20 @@ pub fn run(args: InfoArgs) -> anyhow::Result<i32> {
     };
     let sc = image.sidecar();
     if args.json {
-        let mut obj = serde_json::json!({
-            "image": { "path": paths.image, "sidecar": sc, "fingerprint": image.fingerprint(),
-                       "load_ms": image_ms },
+        print_json(&ModelInfo {
+            image: TowerInfo {
+                path: paths.image.clone(),
+                sidecar: sc.clone(),
+                fingerprint: Some(image.fingerprint().to_string()),
+                load_ms: image_ms,
+            },
+            text: text.as_ref().map(|(t, ms)| TowerInfo {
+                path: paths.text.clone().unwrap_or_default(),
+                sidecar: t.sidecar().clone(),
+                fingerprint: None,
+                load_ms: *ms,
+            }),
         });
-        if let Some((t, ms)) = &text {
-            obj["text"] =
-                serde_json::json!({ "path": paths.text, "sidecar": t.sidecar(), "load_ms": ms });
-        }
-        println!("{obj}");
     } else {
         let r = image.recipe();
         println!("image tower   {}", paths.image.display());

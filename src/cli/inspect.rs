@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tipedge::pack::{inspect, ChecksumStatus, Inspection};
+use tipedge::pack::{inspect, Inspection};
+use tipedge::record::InspectionRecord;
 
+use super::common::print_json;
 use super::{EXIT_FATAL, EXIT_OK};
 
 /// Show an adapter pack: header (dims, key dtype, α, β, encoder, provenance), classes with their
@@ -16,13 +18,13 @@ pub struct InspectArgs {
     pack: PathBuf,
     /// One JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
     let r = inspect(&args.pack)?;
     if args.json {
-        println!("{}", to_json(&r));
+        print_json(&InspectionRecord::new(&r));
     } else {
         print_text(&args.pack, &r);
     }
@@ -30,43 +32,6 @@ pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
         EXIT_OK
     } else {
         EXIT_FATAL
-    })
-}
-
-fn status(s: &ChecksumStatus) -> String {
-    s.to_string()
-}
-
-fn to_json(r: &Inspection) -> serde_json::Value {
-    let h = &r.header;
-    serde_json::json!({
-        "ok": r.problem.is_none(),
-        "problem": r.problem,
-        "file_bytes": r.file_len,
-        "version": h.version,
-        "dim": h.dim,
-        "n_keys": h.n_keys,
-        "n_classes": h.n_classes,
-        "key_dtype": h.key_dtype.name(),
-        "logit_scale": h.logit_scale,
-        "alpha": h.alpha,
-        "beta": h.beta,
-        "encoder": h.encoder.name,
-        "encoder_sha256": h.encoder.sha256_hex(),
-        "provenance": {
-            "shots": h.provenance.shots,
-            "augment_epochs": h.provenance.augment_epochs,
-            "seed": h.provenance.seed,
-            "tool_version": h.provenance.tool_version,
-            "created_unix": h.provenance.created_unix,
-        },
-        "header_checksum": status(&r.header_checksum),
-        "sections": r.sections.iter().map(|s| serde_json::json!({
-            "name": s.name(), "offset": s.offset, "bytes": s.length, "checksum": status(&s.checksum),
-        })).collect::<Vec<_>>(),
-        "classes": r.classes.iter().map(|c| serde_json::json!({
-            "name": c.name, "keys": c.keys,
-        })).collect::<Vec<_>>(),
     })
 }
 
@@ -95,7 +60,7 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
         "  provenance  {} shots/class, {} augmentation epochs, seed {}, {}, created {} (unix)",
         p.shots, p.augment_epochs, p.seed, p.tool_version, p.created_unix
     );
-    println!("  header      checksum {}", status(&r.header_checksum));
+    println!("  header      checksum {}", r.header_checksum);
     println!("  sections");
     for s in &r.sections {
         println!(
@@ -103,7 +68,7 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
             s.name(),
             s.length,
             s.offset,
-            status(&s.checksum)
+            s.checksum
         );
     }
     if !r.classes.is_empty() {

@@ -71,6 +71,25 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+impl Command {
+    /// Whether the command prints JSON records (then a fatal error is one too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Classify(a) => a.json(),
+            Command::Demo(a) => a.json(),
+            Command::Cache(c) => c.json(),
+            Command::Tune(a) => a.json,
+            Command::Finetune(a) => a.json,
+            Command::Eval(a) => a.json,
+            Command::Embed(_) => false,
+            Command::Inspect(a) => a.json,
+            Command::Info(a) => a.json,
+            Command::Tokenize(a) => a.json,
+            Command::Bench(c) => c.json(),
+        }
+    }
+}
+
 pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -80,6 +99,7 @@ pub fn run() -> i32 {
             return code;
         }
     };
+    let json = cli.command.json();
     let result = match cli.command {
         Command::Classify(args) => classify::run(args),
         Command::Demo(args) => classify::demo(args),
@@ -97,6 +117,13 @@ pub fn run() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            if json {
+                let record = match e.downcast_ref::<tipedge::Error>() {
+                    Some(err) => tipedge::record::ErrorRecord::new(err),
+                    None => tipedge::record::ErrorRecord::message(&e),
+                };
+                common::print_json(&record);
+            }
             EXIT_FATAL
         }
     }

@@ -5,19 +5,13 @@ use std::path::Path;
 
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
+use tipedge::train::evaluate::Surface;
 use tipedge::train::metrics::Metrics;
-use tipedge::train::search::GridAccuracy;
 
 const FONT: &[u8] = include_bytes!("fonts/DejaVuSansMono.ttf");
 const FAMILY: &str = "tipedge-mono";
 const W: u32 = 1280;
 const H: u32 = 640;
-
-/// The accuracy over the α/β grid and the point the pack uses.
-pub struct Surface<'a> {
-    pub accuracy: &'a GridAccuracy,
-    pub chosen: (f32, f32),
-}
 
 /// Viridis, sampled at nine points and interpolated.
 fn colour(t: f64) -> RGBColor {
@@ -54,7 +48,7 @@ pub fn draw_report(
     classes: &[String],
     metrics: &Metrics,
     method: &str,
-    surface: &Surface<'_>,
+    surface: &Surface,
 ) -> anyhow::Result<()> {
     // Registering twice is harmless; the font is ours, so failing to parse it is a bug.
     register_font(FAMILY, FontStyle::Normal, FONT).map_err(|_| err("bundled font unreadable"))?;
@@ -157,9 +151,9 @@ fn confusion<DB: DrawingBackend>(
 
 fn alpha_beta<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
-    s: &Surface<'_>,
+    s: &Surface,
 ) -> anyhow::Result<()> {
-    let acc = s.accuracy;
+    let acc = &s.accuracy;
     let (nb, na) = (acc.grid.betas.len(), acc.grid.alphas.len());
     let values: Vec<f64> = (0..nb)
         .flat_map(|ib| (0..na).map(move |ia| (ib, ia)))

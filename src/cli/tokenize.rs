@@ -1,7 +1,10 @@
 //! `tipedge tokenize`: show CLIP token ids (for debugging prompts).
 
 use clap::Args;
+use tipedge::record::TokensRecord;
 use tipedge::text::Tokenizer;
+
+use super::common::print_json;
 
 /// Print the CLIP BPE token ids of each text (with start/end tokens, padded to the context).
 #[derive(Args, Debug)]
@@ -14,7 +17,7 @@ pub struct TokenizeArgs {
     context_length: usize,
     /// Print the padded rows as JSON arrays (one per line) instead of the unpadded ids.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub fn run(args: TokenizeArgs) -> anyhow::Result<i32> {
@@ -22,7 +25,7 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<i32> {
     for text in &args.texts {
         let ids = tok.tokenize(text, args.context_length);
         if args.json {
-            println!("{}", serde_json::json!({ "text": text, "ids": ids }));
+            print_json(&TokensRecord { text, ids: &ids });
         } else {
             let used: Vec<String> = ids
                 .iter()

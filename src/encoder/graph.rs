@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::SimpleState;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{tract_reason, Error, Result};
@@ -184,7 +185,7 @@ impl Graph {
     /// (tract's plan evaluated node by node), sorted by time, most expensive first.
     pub(crate) fn profile(&self, runs: usize) -> Result<Vec<OpTime>> {
         use std::collections::BTreeMap;
-        use tract_onnx::tract_core::plan::{eval, SimpleState};
+        use tract_onnx::tract_core::plan::eval;
         let dt = match self.precision {
             Precision::F16 if self.input_dt == f32::datum_type() => f16::datum_type(),
             _ => self.input_dt,
@@ -226,24 +227,92 @@ impl Graph {
         Ok(rows)
     }
 
-    fn item_len(&self) -> usize {
-        self.item_shape.iter().product()
-    }
-
-    pub(crate) fn run_f32(&self, input: &[f32], n: usize) -> Result<Vec<f32>> {
-        self.run_chunks(input, n, |chunk| {
-            let t = Tensor::from_shape(&self.shape(), chunk).map_err(|e| self.err(e))?;
-            match self.precision {
-                Precision::F32 => Ok(t),
-                Precision::F16 => Ok(t.cast_to::<f16>().map_err(|e| self.err(e))?.into_owned()),
-            }
+    /// A run state for this graph: tract's per-run state (op states, value slots) and the input
+    /// tensor, both reused run after run.
+    pub(crate) fn state(&self) -> Result<RunState> {
+        let dt = match self.precision {
+            Precision::F16 if self.input_dt == f32::datum_type() => f16::datum_type(),
+            _ => self.input_dt,
+        };
+        let input = Tensor::zero_dt(dt, &self.shape()).map_err(|e| self.err(e))?;
+        Ok(RunState {
+            state: SimpleState::new(&self.plan).map_err(|e| self.err(e))?,
+            input: Arc::new(input),
+            dt,
+            replaced: 0,
         })
     }
 
-    pub(crate) fn run_i64(&self, input: &[i64], n: usize) -> Result<Vec<f32>> {
-        self.run_chunks(input, n, |chunk| {
-            Tensor::from_shape(&self.shape(), chunk).map_err(|e| self.err(e))
-        })
+    /// Runs one full batch: `input` holds `batch × item` values (converted to the graph's input
+    /// type on the way into the tensor), `out` receives the first `out.len() / dim` rows of the
+    /// `batch × dim` output. Nothing of ours is allocated; what tract allocates inside its run
+    /// is its own (measured in tests/alloc.rs).
+    pub(crate) fn run_into<T: InputValue>(
+        &self,
+        rs: &mut RunState,
+        input: &[T],
+        out: &mut [f32],
+    ) -> Result<()> {
+        if input.len() != self.batch * self.item_len() {
+            return Err(Error::Invalid(format!(
+                "{} input values for a batch of {} items of {}",
+                input.len(),
+                self.batch,
+                self.item_len()
+            )));
+        }
+        if out.len() > self.batch * self.dim || !out.len().is_multiple_of(self.dim) {
+            return Err(Error::Invalid(format!(
+                "output buffer of {} values is not up to {} rows of {}",
+                out.len(),
+                self.batch,
+                self.dim
+            )));
+        }
+        if Arc::get_mut(&mut rs.input).is_none() {
+            // tract kept a reference to the last input (it does not in 0.23.9): start afresh.
+            let t = Tensor::zero_dt(rs.dt, &self.shape()).map_err(|e| self.err(e))?;
+            rs.input = Arc::new(t);
+            rs.replaced += 1;
+        }
+        let tensor = Arc::get_mut(&mut rs.input).expect("unique: replaced above if shared");
+        let mut view = tensor.try_as_plain_ram_mut().map_err(|e| self.err(e))?;
+        T::write(input, &mut view).map_err(|e| self.err(e))?;
+        let value = TValue::from_const(Arc::clone(&rs.input));
+        let state = &mut rs.state;
+        let result = multithread_tract_scope(self.executor.clone(), || state.run(tvec!(value)))
+            .map_err(|e| self.err(e))?;
+        let feats = result[0].cast_to::<f32>().map_err(|e| self.err(e))?;
+        let view = feats.try_as_plain_ram().map_err(|e| self.err(e))?;
+        let values = view.as_slice::<f32>().map_err(|e| self.err(e))?;
+        out.copy_from_slice(&values[..out.len()]);
+        Ok(())
+    }
+
+    /// Runs `n` items through the fixed-batch plan in chunks of the batch size (the last one
+    /// zero-padded) with one run state. Returns `n × dim` features.
+    pub(crate) fn run_all<T: InputValue>(&self, input: &[T], n: usize) -> Result<Vec<f32>> {
+        let item = self.item_len();
+        if input.len() != n * item {
+            return Err(Error::Invalid(format!(
+                "{} input values for {n} items of {item}",
+                input.len()
+            )));
+        }
+        let mut rs = self.state()?;
+        let mut out = vec![0f32; n * self.dim];
+        let mut chunk = vec![T::default(); self.batch * item];
+        for start in (0..n).step_by(self.batch) {
+            let count = (n - start).min(self.batch);
+            chunk[..count * item].copy_from_slice(&input[start * item..(start + count) * item]);
+            chunk[count * item..].fill(T::default());
+            self.run_into(
+                &mut rs,
+                &chunk,
+                &mut out[start * self.dim..(start + count) * self.dim],
+            )?;
+        }
+        Ok(out)
     }
 
     fn shape(&self) -> Vec<usize> {
@@ -256,45 +325,46 @@ impl Graph {
         Error::Inference(format!("{}: {}", self.path.display(), tract_reason(&e)))
     }
 
-    /// Runs `n` items through the fixed-batch plan, padding the last chunk with zeros.
-    fn run_chunks<T: Datum + Copy + Default>(
-        &self,
-        input: &[T],
-        n: usize,
-        to_tensor: impl Fn(&[T]) -> Result<Tensor>,
-    ) -> Result<Vec<f32>> {
-        let item = self.item_len();
-        if input.len() != n * item {
-            return Err(Error::Invalid(format!(
-                "{} input values for {n} items of {item}",
-                input.len()
-            )));
-        }
-        let mut out = Vec::with_capacity(n * self.dim);
-        let mut padded = Vec::new();
-        for start in (0..n).step_by(self.batch) {
-            let count = (n - start).min(self.batch);
-            let src = &input[start * item..(start + count) * item];
-            let chunk = if count == self.batch {
-                src
-            } else {
-                padded.clear();
-                padded.extend_from_slice(src);
-                padded.resize(self.batch * item, T::default());
-                &padded[..]
-            };
-            let tensor = to_tensor(chunk)?;
-            let result = multithread_tract_scope(self.executor.clone(), || {
-                self.plan.run(tvec!(tensor.into()))
-            })
-            .map_err(|e| self.err(e))?;
-            let feats = result[0].cast_to::<f32>().map_err(|e| self.err(e))?;
-            let view = feats.try_as_plain_ram().map_err(|e| self.err(e))?;
-            let values = view.as_slice::<f32>().map_err(|e| self.err(e))?;
-            out.extend_from_slice(&values[..count * self.dim]);
-        }
-        Ok(out)
+    pub(crate) fn item_len(&self) -> usize {
+        self.item_shape.iter().product()
     }
+}
+
+/// A value fed to a graph: f32 pixels (written as f16 into a graph run at f16 precision) or
+/// i64 token ids.
+pub(crate) trait InputValue: Datum + Copy + Default {
+    fn write(src: &[Self], dst: &mut PlainViewMut<'_>) -> TractResult<()>;
+}
+
+impl InputValue for f32 {
+    fn write(src: &[f32], dst: &mut PlainViewMut<'_>) -> TractResult<()> {
+        if dst.datum_type() == f16::datum_type() {
+            for (o, &v) in dst.as_slice_mut::<f16>()?.iter_mut().zip(src) {
+                *o = f16::from_f32(v);
+            }
+        } else {
+            dst.as_slice_mut::<f32>()?.copy_from_slice(src);
+        }
+        Ok(())
+    }
+}
+
+impl InputValue for i64 {
+    fn write(src: &[i64], dst: &mut PlainViewMut<'_>) -> TractResult<()> {
+        dst.as_slice_mut::<i64>()?.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// What one graph run needs besides the plan, kept between runs: tract's state and the input
+/// tensor (of the graph's input type: f32, f16 at f16 precision, or i64 token ids).
+pub(crate) struct RunState {
+    state: TypedSimpleState,
+    input: Arc<Tensor>,
+    dt: DatumType,
+    /// How often the input tensor had to be made afresh (an allocation) because tract still
+    /// held the last one.
+    pub(crate) replaced: u64,
 }
 
 /// Compares the graph's declared input (where it declares one) with what the sidecar implies,

@@ -11,6 +11,7 @@ pub use graph::{OpTime, Precision, RunOptions};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::pack::{EncoderId, Expect, ENCODER_NAME_LEN};
 use crate::preprocess::Recipe;
 use crate::sidecar::{Family, Sidecar, Tower};
 use graph::Graph;
@@ -54,6 +55,7 @@ pub struct ImageEncoder {
     graph: Graph,
     sidecar: Sidecar,
     recipe: Recipe,
+    id: EncoderId,
 }
 
 impl ImageEncoder {
@@ -65,11 +67,23 @@ impl ImageEncoder {
             .map_err(|r| Error::model(Sidecar::path_for(path), r))?;
         let side = recipe.crop_size as usize;
         let graph = Graph::load(path, &sidecar, f32::datum_type(), &[3, side, side], opts)?;
+        let id = encoder_id(&graph.sha256, &sidecar.arch);
         Ok(ImageEncoder {
             graph,
             sidecar,
             recipe,
+            id,
         })
+    }
+
+    /// The encoder as an adapter pack records it: the graph's sha256 and its architecture name.
+    pub fn id(&self) -> &EncoderId {
+        &self.id
+    }
+
+    /// What a pack must match to be used with this encoder: its feature dimension and graph.
+    pub fn expect(&self) -> Expect {
+        Expect::model(self.dim(), self.id.clone())
     }
 
     pub fn sidecar(&self) -> &Sidecar {
@@ -124,9 +138,35 @@ impl ImageEncoder {
     }
 
     /// Encodes `n` preprocessed images laid out back to back in `pixels`
-    /// (`n × 3 × H × W`), in chunks of the graph's batch size. Returns `n × dim` features.
+    /// (`n × 3 × H × W`), in chunks of the graph's batch size. Returns `n × dim` features (not
+    /// normalised). Allocating convenience; the online path uses [`ImageEncoder::run`].
     pub fn encode(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
-        self.graph.run_f32(pixels, n)
+        self.graph.run_all(pixels, n)
+    }
+
+    /// A reusable run state: the input tensor the preprocessor writes into and tract's state.
+    pub fn state(&self) -> Result<EncoderState> {
+        Ok(EncoderState {
+            run: self.graph.state()?,
+            pixels: vec![0.0; self.batch() * self.recipe.tensor_len()],
+            tensor_len: self.recipe.tensor_len(),
+        })
+    }
+
+    /// Encodes the first `n` images of `state`'s input (see [`EncoderState::image_mut`]; the
+    /// other rows of the batch are zeroed) into `out` (`n × dim`, not normalised). Allocates
+    /// nothing of its own; tract's run allocates its intermediate tensors.
+    pub fn run(&self, state: &mut EncoderState, n: usize, out: &mut [f32]) -> Result<()> {
+        if n == 0 || n > self.batch() || out.len() != n * self.dim() {
+            return Err(Error::Invalid(format!(
+                "encoder run of {n} images (batch {}) into {} values (dim {})",
+                self.batch(),
+                out.len(),
+                self.dim()
+            )));
+        }
+        state.pixels[n * state.tensor_len..].fill(0.0);
+        self.graph.run_into(&mut state.run, &state.pixels, out)
     }
 
     /// Where one run's time goes, per operator type (median of `runs` runs).
@@ -166,7 +206,31 @@ impl TextEncoder {
 
     /// Encodes `n` token rows (`n × context_length` ids). Returns `n × dim` features.
     pub fn encode_tokens(&self, tokens: &[i64], n: usize) -> Result<Vec<f32>> {
-        self.graph.run_i64(tokens, n)
+        self.graph.run_all(tokens, n)
+    }
+}
+
+/// The input and run state of an [`ImageEncoder`], reused from run to run: the `batch × 3 × H ×
+/// W` input the preprocessor writes into and tract's state. One per thread; `Send`.
+pub struct EncoderState {
+    run: graph::RunState,
+    pixels: Vec<f32>,
+    tensor_len: usize,
+}
+
+impl EncoderState {
+    /// The input of image `i` of the batch (`3 × H × W` normalised values).
+    pub fn image_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.pixels[i * self.tensor_len..(i + 1) * self.tensor_len]
+    }
+    /// How many images one run takes.
+    pub fn batch(&self) -> usize {
+        self.pixels.len() / self.tensor_len
+    }
+    /// How often a run had to allocate a new input tensor because tract still held the last
+    /// one (0 with tract 0.23.9; checked by tests/alloc.rs).
+    pub fn input_replacements(&self) -> u64 {
+        self.run.replaced
     }
 }
 
@@ -186,6 +250,21 @@ fn read_sidecar(graph: &Path, tower: Tower) -> Result<Sidecar> {
         ));
     }
     Ok(sidecar)
+}
+
+/// The pack's record of an encoder: `sha256_hex` is the verified digest of the graph (64 hex
+/// digits, as [`crate::sidecar::sha256_hex`] writes it), the name is cut to what a pack holds.
+fn encoder_id(sha256_hex: &str, arch: &str) -> EncoderId {
+    let mut sha256 = [0u8; 32];
+    for (i, b) in sha256.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&sha256_hex[2 * i..2 * i + 2], 16)
+            .expect("the graph's digest is 64 hex digits");
+    }
+    let mut name = arch.to_string();
+    while name.len() > ENCODER_NAME_LEN {
+        name.pop();
+    }
+    EncoderId { name, sha256 }
 }
 
 /// Whether tract has a fast int8 matrix product on this CPU: always on aarch64 (SMLAL, or SDOT

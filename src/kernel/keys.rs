@@ -189,6 +189,19 @@ impl<'a> Keys<'a> {
     }
 }
 
+/// The class offsets of keys sorted by class, from their labels: class `c` owns keys
+/// `offsets[c]..offsets[c+1]` (`n_classes + 1` entries; labels must be `< n_classes`).
+pub fn class_offsets_of(labels: &[u32], n_classes: usize) -> Vec<u32> {
+    let mut offsets = vec![0u32; n_classes + 1];
+    for &l in labels {
+        offsets[l as usize + 1] += 1;
+    }
+    for c in 0..n_classes {
+        offsets[c + 1] += offsets[c];
+    }
+    offsets
+}
+
 /// L2-normalise each row of a row-major matrix in place (rows of zeros stay zero).
 pub fn l2_normalize_rows(values: &mut [f32], dim: usize) {
     for row in values.chunks_exact_mut(dim) {

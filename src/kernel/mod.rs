@@ -51,7 +51,9 @@ mod walk;
 
 pub use dispatch::{Isa, Kernel};
 pub(crate) use dispatch::{Ops, StreamOps, Streams, STREAMS};
-pub use keys::{l2_normalize_rows, quantize_key_i8, KernelError, KeyData, KeyDtype, Keys};
+pub use keys::{
+    class_offsets_of, l2_normalize_rows, quantize_key_i8, KernelError, KeyData, KeyDtype, Keys,
+};
 pub use query::{quantize_queries_i16, query_i16_max, QueryI16};
 pub use walk::Scratch;
 

@@ -15,12 +15,14 @@
 //! Every refusal is one line: `"<file>: <section>: <reason>"`. This module knows nothing about
 //! tract (see DESIGN.md); it compiles with `--no-default-features`.
 
+mod draft;
 mod format;
 mod inspect;
 mod reader;
 mod verify;
 mod writer;
 
+pub use draft::PackDraft;
 pub use format::{
     SectionId, ALIGN, ENCODER_NAME_LEN, HEADER_LEN, MAGIC, MAX_DIM, TOOL_VERSION_LEN, VERSION,
 };
@@ -28,6 +30,7 @@ pub use inspect::{inspect, inspect_bytes, ChecksumStatus, ClassInfo, Inspection,
 pub use reader::Pack;
 pub use writer::{encode, write_pack, write_with_alpha_beta};
 
+use crate::adapter::AdapterParams;
 use crate::kernel::{self, KeyData, KeyDtype};
 use crate::{Error, Result};
 use half::f16;
@@ -123,6 +126,17 @@ pub struct Header {
     pub beta: f32,
     pub encoder: EncoderId,
     pub provenance: Provenance,
+}
+
+impl Header {
+    /// α, β and the logit scale the pack was written with: the one place they are read.
+    pub fn params(&self) -> AdapterParams {
+        AdapterParams {
+            alpha: self.alpha,
+            beta: self.beta,
+            logit_scale: self.logit_scale,
+        }
+    }
 }
 
 /// Everything a pack holds, borrowed from the caller: the input of [`write_pack`].

@@ -3,6 +3,7 @@
 use super::format::{AlignedBytes, SectionId, HEADER_LEN};
 use super::verify::{self, cast, Layout};
 use super::{EncoderId, Expect, Header, PackContents, Provenance};
+use crate::adapter::AdapterParams;
 use crate::kernel::{KeyData, KeyDtype, Keys};
 use crate::{Error, Result};
 use memmap2::Mmap;
@@ -139,14 +140,9 @@ impl Pack {
     pub fn key_dtype(&self) -> KeyDtype {
         self.layout.header.key_dtype
     }
-    pub fn logit_scale(&self) -> f32 {
-        self.layout.header.logit_scale
-    }
-    pub fn alpha(&self) -> f32 {
-        self.layout.header.alpha
-    }
-    pub fn beta(&self) -> f32 {
-        self.layout.header.beta
+    /// α, β and the logit scale stored in the pack.
+    pub fn params(&self) -> AdapterParams {
+        self.layout.header.params()
     }
     pub fn encoder(&self) -> &EncoderId {
         &self.layout.header.encoder

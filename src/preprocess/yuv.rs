@@ -2,10 +2,12 @@
 //! 4:2:2 frames (`COLOR_YUV2RGB_NV12`, `_I420`, `_YUYV`), so that the default conversion is
 //! OpenCV's to the bit:
 //!
-//!     y' = max(0, Y − y_offset) · cy
-//!     R  = (y' + 2¹⁹ + cvr · (V − 128))                  >> 20
-//!     G  = (y' + 2¹⁹ + cvg · (V − 128) + cug · (U − 128)) >> 20
-//!     B  = (y' + 2¹⁹ + cub · (U − 128))                  >> 20      each clamped to [0, 255]
+//! ```text
+//! y' = max(0, Y − y_offset) · cy
+//! R  = (y' + 2¹⁹ + cvr · (V − 128))                  >> 20
+//! G  = (y' + 2¹⁹ + cvg · (V − 128) + cug · (U − 128)) >> 20
+//! B  = (y' + 2¹⁹ + cub · (U − 128))                  >> 20      each clamped to [0, 255]
+//! ```
 //!
 //! The arithmetic shift floors; adding 2¹⁹ first rounds half up. Chroma is nearest-neighbour
 //! (each chroma sample serves its 2 × 2 or 2 × 1 block of lumas), as in OpenCV.

@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::dataset::LabelledSet;
+use crate::embed::{Embedder, Skipped};
 use crate::encoder::ImageEncoder;
 use crate::error::{Error, Result};
-use crate::pipeline::{Embedder, Skipped};
 use crate::preprocess::DecodeLimits;
+use crate::progress::Progress;
 
 const MAGIC: &[u8; 8] = b"TIPEFEAT";
 const VERSION: u32 = 1;
@@ -277,7 +278,7 @@ pub fn encode_split(
         }
     }
     let paths: Vec<PathBuf> = todo.iter().map(|&i| items[i].0.clone()).collect();
-    Embedder::new(encoder, limits).embed_all(&paths, |e| {
+    Embedder::new(encoder, limits)?.embed_all(&paths, |e| {
         let i = todo[e.index];
         match e.result {
             Ok(f) => {
@@ -315,4 +316,78 @@ pub fn encode_split(
         }
     }
     Ok(out)
+}
+
+/// The unit-norm features of a labelled split (a folder per class or a split file), through
+/// the feature store in `store_dir` (`None`: encode everything, keep nothing), with the labels
+/// mapped onto `classes` (a pack's class names): a split class the pack does not know is an
+/// error. Unreadable images are reported through `progress` and left out; a split of which
+/// nothing could be encoded is an error. `what` names the split in messages ("val", "test").
+pub fn encode_labelled(
+    encoder: &ImageEncoder,
+    split: &Path,
+    classes: &[String],
+    store_dir: Option<&Path>,
+    limits: DecodeLimits,
+    what: &str,
+    progress: &mut dyn Progress,
+) -> Result<EncodedSplit> {
+    let set = LabelledSet::read(split)?;
+    let map = class_map(&set, split, classes)?;
+    let mut store = match store_dir {
+        None => None,
+        Some(dir) => {
+            let s = FeatureStore::open(
+                dir,
+                encoder.fingerprint(),
+                encoder.precision().name(),
+                encoder.dim(),
+            )?;
+            if s.dropped_tail() {
+                progress.note(&format!(
+                    "{}: cut off a damaged tail (an interrupted run); the damaged features will be encoded again",
+                    s.path().display()
+                ));
+            }
+            Some(s)
+        }
+    };
+    progress.start(what, set.len());
+    let out = encode_split(encoder, &set, store.as_mut(), limits, |n| progress.set(n));
+    progress.finish();
+    let mut out = out?;
+    for s in &out.skipped {
+        progress.note(&format!("skipped {what} image: {}", s.reason));
+    }
+    if out.labels.is_empty() {
+        return Err(Error::dataset(split, "no image could be encoded"));
+    }
+    for l in &mut out.labels {
+        *l = map[*l as usize];
+    }
+    Ok(out)
+}
+
+/// For each class of `set`, its index among `classes`; a class `classes` lacks is an error
+/// naming its folder.
+pub fn class_map(set: &LabelledSet, root: &Path, classes: &[String]) -> Result<Vec<u32>> {
+    set.classes
+        .iter()
+        .map(|c| {
+            classes
+                .iter()
+                .position(|n| *n == c.name)
+                .map(|i| i as u32)
+                .ok_or_else(|| {
+                    Error::dataset(
+                        root.join(&c.folder),
+                        format!(
+                            "class '{}' is not one of the pack's classes ({})",
+                            c.name,
+                            classes.join(", ")
+                        ),
+                    )
+                })
+        })
+        .collect()
 }

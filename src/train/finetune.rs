@@ -12,7 +12,10 @@
 //! after the square root) with cosine annealing stepped once per iteration; keys are not
 //! renormalised after training.
 
+use crate::adapter::{AdapterParams, TipAdapter};
+use crate::error::{Error, Result};
 use crate::kernel::scalar::dot_f32 as dot;
+use crate::kernel::{class_offsets_of, KeyData, Keys};
 use crate::rng::{derive_seed, Rng};
 
 /// The optimiser settings of the official code and the paper.
@@ -100,50 +103,80 @@ impl AdamW {
     }
 }
 
-/// The trainable cache: keys (`n_keys × dim`, class-sorted by `labels`), the frozen zero-shot
-/// classifier, α, β and the logit scale, with the buffers one step needs.
+/// The trainable cache: the Tip-Adapter model ([`TipAdapter`]) whose keys (`n_keys × dim`,
+/// f32, sorted by class) are parameters, with the frozen zero-shot classifier, α, β and the
+/// logit scale, and the buffers one step needs.
 #[derive(Debug, Clone)]
 pub struct TipAdapterF {
     pub keys: Vec<f32>,
-    pub labels: Vec<u32>,
-    pub classifier: Option<Vec<f32>>,
-    pub dim: usize,
-    pub n_classes: usize,
-    pub alpha: f32,
-    pub beta: f32,
-    pub logit_scale: f32,
+    class_offsets: Vec<u32>,
+    labels: Vec<u32>,
+    classifier: Option<Vec<f32>>,
+    dim: usize,
+    params: AdapterParams,
     grad: Vec<f32>,
     aff: Vec<f32>,
     delta: Vec<f32>,
 }
 
 impl TipAdapterF {
+    /// Starts from `keys` (`labels.len() × dim`) whose labels are sorted by class, as a pack's
+    /// are; W (if any) is `n_classes × dim`.
     pub fn new(
         keys: Vec<f32>,
         labels: Vec<u32>,
         classifier: Option<Vec<f32>>,
         dim: usize,
         n_classes: usize,
-        (alpha, beta, logit_scale): (f32, f32, f32),
-    ) -> TipAdapterF {
-        assert_eq!(keys.len(), labels.len() * dim, "keys must be n_keys × dim");
-        assert!(labels.iter().all(|&l| (l as usize) < n_classes));
-        if let Some(w) = &classifier {
-            assert_eq!(w.len(), n_classes * dim, "W must be n_classes × dim");
+        params: AdapterParams,
+    ) -> Result<TipAdapterF> {
+        if dim == 0 || keys.len() != labels.len() * dim {
+            return Err(Error::Invalid(format!(
+                "Tip-Adapter-F: {} key values for {} labels of dim {dim}",
+                keys.len(),
+                labels.len()
+            )));
         }
-        TipAdapterF {
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= n_classes) {
+            return Err(Error::Invalid(format!(
+                "Tip-Adapter-F: label {bad} out of range ({n_classes} classes)"
+            )));
+        }
+        if labels.windows(2).any(|w| w[1] < w[0]) {
+            return Err(Error::Invalid(
+                "Tip-Adapter-F: keys must be sorted by class".into(),
+            ));
+        }
+        let class_offsets = class_offsets_of(&labels, n_classes);
+        let f = TipAdapterF {
             grad: vec![0.0; keys.len()],
             keys,
+            class_offsets,
             labels,
             classifier,
             dim,
-            n_classes,
-            alpha,
-            beta,
-            logit_scale,
+            params,
             aff: Vec::new(),
             delta: Vec::new(),
-        }
+        };
+        // W's shape is the model's to check.
+        f.model()?;
+        Ok(f)
+    }
+
+    /// The model at the current keys (for the zero-shot term, validation and the α/β search).
+    pub fn model(&self) -> Result<TipAdapter<'_>> {
+        let keys = Keys::new(self.dim, KeyData::F32(&self.keys), &self.class_offsets)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        TipAdapter::new(keys, self.classifier.as_deref(), self.params)
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn n_classes(&self) -> usize {
+        self.class_offsets.len() - 1
     }
 
     pub fn n_keys(&self) -> usize {
@@ -158,64 +191,72 @@ impl TipAdapterF {
     /// Mean cross-entropy of the batch `features` (`b × dim`) with `targets`, and its gradient
     /// with respect to the keys (kept in `self.grad`).
     pub fn loss_and_grad(&mut self, features: &[f32], targets: &[u32]) -> f64 {
-        let (dim, nk, nc) = (self.dim, self.n_keys(), self.n_classes);
+        let (dim, nk, nc) = (self.dim, self.n_keys(), self.n_classes());
         let b = targets.len();
         assert_eq!(features.len(), b * dim, "features must be batch × dim");
         self.aff.resize(b * nk, 0.0);
         self.delta.resize(b * nc, 0.0);
+        let TipAdapterF {
+            keys,
+            class_offsets,
+            labels,
+            classifier,
+            params,
+            grad,
+            aff,
+            delta,
+            ..
+        } = self;
+        let beta = params.beta;
+        let alpha = params.alpha;
         // Forward: A = exp(β·a − β) (the official `exp(−(β − β·a))`), z = s·f·Wᵀ + α·A·L.
-        let keys = &self.keys;
-        let beta = self.beta;
-        par_rows(&mut self.aff, nk, |bi, row| {
+        par_rows(aff, nk, |bi, row| {
             let f = &features[bi * dim..(bi + 1) * dim];
             for (a, k) in row.iter_mut().zip(keys.chunks_exact(dim)) {
                 *a = (-(beta - beta * dot(f, k))).exp();
             }
         });
+        let model = TipAdapter::new(
+            Keys::new(dim, KeyData::F32(keys), class_offsets)
+                .expect("checked at construction: keys and class offsets agree"),
+            classifier.as_deref(),
+            *params,
+        )
+        .expect("checked at construction: W has one row per class");
         let mut loss = 0f64;
         let mut z = vec![0f32; nc];
         let mut cache = vec![0f32; nc];
         for bi in 0..b {
             let f = &features[bi * dim..(bi + 1) * dim];
-            match &self.classifier {
-                Some(w) => {
-                    for (zc, wc) in z.iter_mut().zip(w.chunks_exact(dim)) {
-                        *zc = self.logit_scale * dot(f, wc);
-                    }
-                }
-                None => z.fill(0.0),
-            }
+            model.zero_shot(f, &mut z);
             cache.fill(0.0);
-            for (a, &l) in self.aff[bi * nk..(bi + 1) * nk].iter().zip(&self.labels) {
+            for (a, &l) in aff[bi * nk..(bi + 1) * nk].iter().zip(labels.iter()) {
                 cache[l as usize] += a;
             }
             for (zc, c) in z.iter_mut().zip(&cache) {
-                *zc += self.alpha * c;
+                *zc += alpha * c;
             }
             // Softmax and cross-entropy in f64 (log-sum-exp with the maximum subtracted).
             let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
             let sum: f64 = z.iter().map(|&v| (v as f64 - max).exp()).sum();
             let y = targets[bi] as usize;
             loss += sum.ln() + max - z[y] as f64;
-            for (c, d) in self.delta[bi * nc..(bi + 1) * nc].iter_mut().enumerate() {
+            for (c, d) in delta[bi * nc..(bi + 1) * nc].iter_mut().enumerate() {
                 let p = (z[c] as f64 - max).exp() / sum;
                 let t = if c == y { 1.0 } else { 0.0 };
                 *d = ((p - t) / b as f64) as f32;
             }
         }
         // Backward: g_bk = α·β·A_bk·δ_b[label k] (in place of A), ∂K_k = Σ_b g_bk·f_b.
-        let ab = self.alpha * self.beta;
+        let ab = alpha * beta;
         for bi in 0..b {
-            let d = &self.delta[bi * nc..(bi + 1) * nc];
-            for (a, &l) in self.aff[bi * nk..(bi + 1) * nk]
-                .iter_mut()
-                .zip(&self.labels)
-            {
+            let d = &delta[bi * nc..(bi + 1) * nc];
+            for (a, &l) in aff[bi * nk..(bi + 1) * nk].iter_mut().zip(labels.iter()) {
                 *a *= ab * d[l as usize];
             }
         }
-        let g = &self.aff;
-        par_rows(&mut self.grad, dim, |k, gk| {
+        let g = &*aff;
+        par_rows(grad, dim, |k, gk| {
             gk.fill(0.0);
             for bi in 0..b {
                 let gbk = g[bi * nk + k];
@@ -262,13 +303,13 @@ pub struct Trained {
 /// The training loop: each epoch asks `epoch_data(epoch)` for freshly augmented training
 /// features (unit-norm, `n × dim`) and their classes, shuffles them (seeded), walks them in
 /// batches of `cfg.batch` (the last one smaller), steps AdamW with the cosine schedule over
-/// `epochs × batches` iterations, then asks `validate(keys)` for the validation accuracy. The
+/// `epochs × batches` iterations, then asks `validate(model)` for the validation accuracy. The
 /// keys of the first epoch with the strictly best validation accuracy are returned.
 pub fn train<E>(
     model: &mut TipAdapterF,
     cfg: &FinetuneConfig,
     mut epoch_data: impl FnMut(usize) -> Result<(Vec<f32>, Vec<u32>), E>,
-    mut validate: impl FnMut(&[f32]) -> Result<f64, E>,
+    mut validate: impl FnMut(&TipAdapterF) -> Result<f64, E>,
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Trained, E> {
     let dim = model.dim;
@@ -302,7 +343,7 @@ pub fn train<E>(
             batches += 1;
             t += 1;
         }
-        let val_accuracy = validate(&model.keys)?;
+        let val_accuracy = validate(model)?;
         let report = EpochReport {
             epoch,
             loss: if batches > 0 {

@@ -1,6 +1,7 @@
 //! Classification metrics from logits: top-1 / top-5, per-class accuracy, confusion matrix.
 
 use super::search::argmax;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "runtime", derive(serde::Serialize))]
@@ -28,13 +29,20 @@ pub struct Metrics {
 
 impl Metrics {
     /// Metrics of `logits` (`n × classes.len()`, row-major) against `labels`.
-    pub fn from_logits(logits: &[f32], labels: &[u32], classes: &[String]) -> Metrics {
+    pub fn from_logits(logits: &[f32], labels: &[u32], classes: &[String]) -> Result<Metrics> {
         let nc = classes.len();
-        assert_eq!(
-            logits.len(),
-            labels.len() * nc,
-            "logits must be n × classes"
-        );
+        if logits.len() != labels.len() * nc {
+            return Err(Error::Invalid(format!(
+                "{} logits for {} labels of {nc} classes",
+                logits.len(),
+                labels.len()
+            )));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= nc) {
+            return Err(Error::Invalid(format!(
+                "label {bad} out of range ({nc} classes)"
+            )));
+        }
         let mut confusion = vec![vec![0u32; nc]; nc];
         let mut top5 = 0usize;
         for (row, &y) in logits.chunks_exact(nc).zip(labels) {
@@ -73,13 +81,13 @@ impl Metrics {
             })
             .collect();
         let correct: u32 = per_class.iter().map(|c| c.correct).sum();
-        Metrics {
+        Ok(Metrics {
             top1: pct(correct as usize, n),
             top5: pct(top5, n),
             per_class,
             confusion,
             n_images: n,
-        }
+        })
     }
 }
 
@@ -92,7 +100,7 @@ mod tests {
         let classes: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         // rows: correct a; b predicted as a (tie goes to the first); c correct.
         let logits = [3.0, 1.0, 0.0, 2.0, 2.0, 0.0, 0.0, 1.0, 5.0];
-        let m = Metrics::from_logits(&logits, &[0, 1, 2], &classes);
+        let m = Metrics::from_logits(&logits, &[0, 1, 2], &classes).unwrap();
         assert_eq!(
             m.confusion,
             vec![vec![1, 0, 0], vec![1, 0, 0], vec![0, 0, 1]]

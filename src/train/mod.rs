@@ -1,10 +1,28 @@
-//! Offline work on a few-shot cache: the α/β search, Tip-Adapter-F fine-tuning, evaluation
-//! metrics and (with the `runtime` feature) the store of encoded features that lets tuning and
-//! evaluation run without re-encoding. Everything here is plain Rust on top of [`crate::kernel`]:
-//! the gradient of Tip-Adapter-F is closed-form, so no autodiff framework is involved.
+//! Offline work on a few-shot cache, as library functions returning owned, typed results:
+//!
+//! - [`keys`]: shots → cache keys (augmented passes averaged, as the official code);
+//! - [`build`]: keys + class names (+ W for CLIP) → a [`crate::pack::PackDraft`]; `cache build`;
+//! - [`search`]: the official α/β grid search; [`tune`]: `tipedge tune`;
+//! - [`finetune`]: Tip-Adapter-F (closed-form gradient, PyTorch's AdamW); [`finetune_pack`]:
+//!   `tipedge finetune`;
+//! - [`metrics`], [`evaluate`]: `tipedge eval`;
+//! - [`features`]: the store of encoded validation / test features.
+//!
+//! Everything here is plain Rust on top of [`crate::adapter`] and [`crate::kernel`]; the parts
+//! that read images need the `runtime` feature.
 
+#[cfg(feature = "runtime")]
+pub mod build;
+#[cfg(feature = "runtime")]
+pub mod evaluate;
 #[cfg(feature = "runtime")]
 pub mod features;
 pub mod finetune;
+#[cfg(feature = "runtime")]
+pub mod finetune_pack;
+#[cfg(feature = "runtime")]
+pub mod keys;
 pub mod metrics;
 pub mod search;
+#[cfg(feature = "runtime")]
+pub mod tune;

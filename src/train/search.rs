@@ -10,8 +10,8 @@
 //! once per query, the affinities once per (query, β) through the kernel's vectorised exp, and
 //! each α costs only a multiply-add per class.
 
-use crate::kernel::scalar::dot_f32 as dot;
-use crate::kernel::{Kernel, KernelError, Keys, Scratch, MAX_BATCH};
+use crate::adapter::TipAdapter;
+use crate::kernel::{Kernel, KernelError, Scratch, MAX_BATCH};
 
 /// The points of an α/β search.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,28 +89,20 @@ impl GridAccuracy {
     }
 }
 
-/// What the logits are made of: cache keys (class-sorted), optional zero-shot W
-/// (`n_classes × dim`) and its scale.
-#[derive(Clone, Copy)]
-pub struct Model<'a> {
-    pub keys: Keys<'a>,
-    pub classifier: Option<&'a [f32]>,
-    pub logit_scale: f32,
-}
-
 /// Top-1 correct counts of `model` over the grid for `features` (`n × dim`, unit-norm) with
-/// true classes `labels`. `progress` is called with the number of queries done.
+/// true classes `labels`: the model's keys, W and logit scale, each grid point's α and β (the
+/// model's own α and β are not used). `progress` is called with the number of queries done.
 pub fn grid_accuracy(
     kernel: &Kernel,
-    model: &Model<'_>,
+    model: &TipAdapter<'_>,
     features: &[f32],
     labels: &[u32],
     grid: &Grid,
     mut progress: impl FnMut(usize),
 ) -> Result<GridAccuracy, KernelError> {
-    let dim = model.keys.dim();
-    let nc = model.keys.n_classes();
-    let n_keys = model.keys.len();
+    let dim = model.dim();
+    let nc = model.n_classes();
+    let n_keys = model.keys().len();
     let n = labels.len();
     if features.len() != n * dim {
         return Err(KernelError(format!(
@@ -123,17 +115,9 @@ pub fn grid_accuracy(
             "label {bad} out of range for {nc} classes"
         )));
     }
-    if let Some(w) = model.classifier {
-        if w.len() != nc * dim {
-            return Err(KernelError(format!(
-                "classifier has {} values, expected {nc} classes × {dim}",
-                w.len()
-            )));
-        }
-    }
     let (nb, na) = (grid.betas.len(), grid.alphas.len());
     let mut correct = vec![0u32; nb * na];
-    let offsets = model.keys.class_offsets();
+    let offsets = model.keys().class_offsets();
     let mut scratch = Scratch::new(dim);
     let mut sims = vec![0f32; BLOCK.min(n.max(1)) * n_keys];
     let mut zero_shot = vec![0f32; BLOCK.min(n.max(1)) * nc];
@@ -147,22 +131,14 @@ pub fn grid_accuracy(
             let b1 = (b0 + MAX_BATCH).min(rows);
             kernel.similarities(
                 &features[(start + b0) * dim..(start + b1) * dim],
-                &model.keys,
+                model.keys(),
                 &mut scratch,
                 &mut sims[b0 * n_keys..b1 * n_keys],
             )?;
         }
         for r in 0..rows {
             let f = &features[(start + r) * dim..(start + r + 1) * dim];
-            let z = &mut zero_shot[r * nc..(r + 1) * nc];
-            match model.classifier {
-                Some(w) => {
-                    for (zc, wc) in z.iter_mut().zip(w.chunks_exact(dim)) {
-                        *zc = model.logit_scale * dot(f, wc);
-                    }
-                }
-                None => z.fill(0.0),
-            }
+            model.zero_shot(f, &mut zero_shot[r * nc..(r + 1) * nc]);
         }
         for (ib, &beta) in grid.betas.iter().enumerate() {
             for r in 0..rows {

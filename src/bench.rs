@@ -1,0 +1,167 @@
+//! `tipedge bench encoder`: an image encoder's load time, latency per run, peak memory, where
+//! tract spends its time, and the decode + preprocess time of real files beside it. (The
+//! affinity kernel's benchmark is [`crate::kernel::bench`].)
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::encoder::{ImageEncoder, OpTime, RunOptions};
+use crate::error::Result;
+use crate::preprocess::{load_rgb, DecodeLimits, Preprocessor};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct EncoderBench<'a> {
+    pub image: &'a Path,
+    pub run: RunOptions,
+    /// Timed runs after `warmup` untimed ones.
+    pub runs: usize,
+    pub warmup: usize,
+    /// Also time decode + preprocess of these files.
+    pub files: &'a [PathBuf],
+    pub limits: DecodeLimits,
+    /// Also time every node of the optimised graph.
+    pub profile: bool,
+}
+
+/// `"type": "bench", "bench": "encoder"`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename = "bench")]
+pub struct EncoderBenchRecord {
+    pub bench: &'static str,
+    pub runtime: &'static str,
+    pub model: PathBuf,
+    pub threads: usize,
+    pub precision: &'static str,
+    pub batch: usize,
+    pub load_ms: f64,
+    pub median_ms: f64,
+    pub p10_ms: f64,
+    pub p90_ms: f64,
+    pub runs: usize,
+    pub peak_rss_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<OpTime>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_median_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preprocess_median_ms: Option<f64>,
+    /// (decode + preprocess) / encode time per image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_preprocess_over_encode: Option<f64>,
+}
+
+/// Median and 10th / 90th percentiles of a list of times.
+#[derive(Debug, Clone, Copy)]
+pub struct Percentiles {
+    pub median: f64,
+    pub p10: f64,
+    pub p90: f64,
+}
+
+impl Percentiles {
+    pub fn of(v: &mut [f64]) -> Percentiles {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Percentiles {
+            median: at(0.5),
+            p10: at(0.1),
+            p90: at(0.9),
+        }
+    }
+}
+
+/// Peak resident set size (VmHWM) of this process, Linux only.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Loads the encoder (timed), runs it on a fixed pseudo-random input (the timing of dense graphs
+/// does not depend on the values), then times decode + preprocess of the files. `on_load`
+/// sees the encoder right after loading (for a slow-path warning).
+pub fn bench_encoder(
+    b: &EncoderBench<'_>,
+    on_load: impl FnOnce(&ImageEncoder),
+) -> Result<EncoderBenchRecord> {
+    let t0 = Instant::now();
+    let enc = ImageEncoder::load(b.image, &b.run)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    on_load(&enc);
+    let n = enc.batch();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let input: Vec<f32> = (0..n * enc.recipe().tensor_len())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect();
+    let mut run_state = enc.state()?;
+    for i in 0..n {
+        let len = enc.recipe().tensor_len();
+        run_state
+            .image_mut(i)
+            .copy_from_slice(&input[i * len..(i + 1) * len]);
+    }
+    let mut out = vec![0f32; n * enc.dim()];
+    for _ in 0..b.warmup {
+        enc.run(&mut run_state, n, &mut out)?;
+    }
+    let mut times = Vec::with_capacity(b.runs.max(1));
+    for _ in 0..b.runs.max(1) {
+        let t = Instant::now();
+        enc.run(&mut run_state, n, &mut out)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let encode = Percentiles::of(&mut times);
+
+    let mut decode = Vec::new();
+    let mut prep = Vec::new();
+    let mut pre = Preprocessor::new(enc.recipe().clone());
+    let mut tensor = vec![0f32; enc.recipe().tensor_len()];
+    for f in b.files {
+        let t = Instant::now();
+        let img = load_rgb(f, &b.limits)?;
+        decode.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        pre.run(&img, &mut tensor);
+        prep.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let decode = (!decode.is_empty()).then(|| Percentiles::of(&mut decode).median);
+    let prep = (!prep.is_empty()).then(|| Percentiles::of(&mut prep).median);
+    let peak_rss_mib = peak_rss_mib();
+    let profile = if b.profile {
+        Some(enc.profile(b.runs)?)
+    } else {
+        None
+    };
+    Ok(EncoderBenchRecord {
+        bench: "encoder",
+        runtime: "tract",
+        model: b.image.to_path_buf(),
+        threads: b.run.threads,
+        precision: b.run.precision.name(),
+        batch: n,
+        load_ms,
+        median_ms: encode.median,
+        p10_ms: encode.p10,
+        p90_ms: encode.p90,
+        runs: times.len(),
+        peak_rss_mib,
+        profile,
+        images: decode.map(|_| b.files.len()),
+        decode_median_ms: decode,
+        preprocess_median_ms: prep,
+        decode_preprocess_over_encode: decode
+            .zip(prep)
+            .map(|(d, p)| (d + p) / (encode.median / n as f64)),
+    })
+}

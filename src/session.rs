@@ -1,0 +1,442 @@
+//! [`Session`]: the online path as one owned, reusable value — image encoder, preprocessor,
+//! tract's run state and an `Arc<Classifier>` — that turns camera frames into predictions.
+//!
+//! ```text
+//! FrameRef (RGB/BGR/RGBA/GRAY/YUYV/NV12/I420/JPEG) → Preprocessor::run_frame → encoder input
+//!   → ImageEncoder::run (tract) → L2-normalise → Classifier::logits → top-k → Prediction
+//! ```
+//!
+//! After the first frame of a given size, tipedge's own code allocates nothing per frame (the
+//! buffers are the session's; tests/alloc.rs counts, and says what tract's run allocates). A
+//! session is `Send`: a daemon builds it and moves it to a worker thread. The classifier can be
+//! replaced while frames flow, at a frame boundary: by the owner ([`Session::swap`]) or from any
+//! thread through a [`Swapper`] (a file watcher that maps and verifies a new pack off the frame
+//! thread); frames already being scored finish on the old classifier, whose mapping is released
+//! when its last [`Prediction`] is dropped.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use tipedge::classifier::Classifier;
+//! use tipedge::encoder::{ImageEncoder, RunOptions};
+//! use tipedge::preprocess::{FrameRef, PixelFormat};
+//! use tipedge::session::{Session, SessionOptions};
+//!
+//! let encoder = Arc::new(ImageEncoder::load(
+//!     "models/fixtures/efficientnet-lite0/image.onnx".as_ref(),
+//!     &RunOptions::default(),
+//! )?);
+//! let classifier = Arc::new(Classifier::open("textile.pack", &encoder.expect())?);
+//! let mut session = Session::new(encoder.clone(), classifier, SessionOptions::default())?;
+//!
+//! let nv12_bytes = vec![128u8; 640 * 480 * 3 / 2]; // from the camera
+//! let frame = FrameRef::packed(&nv12_bytes, 640, 480, PixelFormat::Nv12)?;
+//! let prediction = session.classify(&frame)?;
+//! if let Some((label, best)) = prediction.best() {
+//!     println!("frame {}: {label} {:.3}", prediction.frame, best.prob);
+//! }
+//!
+//! // A new pack, mapped and verified on another thread, is used from the next frame on:
+//! let swapper = session.swapper();
+//! swapper.swap(Arc::new(Classifier::open("textile-v2.pack", &encoder.expect())?))?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::adapter::{top_k, ScoreScratch, Scored, MAX_TOP_K};
+use crate::classifier::Classifier;
+use crate::embed::ms;
+use crate::encoder::{EncoderState, ImageEncoder, ModelPaths, RunOptions};
+use crate::error::{Error, Result};
+use crate::kernel::{l2_normalize_rows, MAX_BATCH};
+use crate::pack::EncoderId;
+use crate::preprocess::{DecodeLimits, FrameRef, PixelFormat, Preprocessor};
+
+/// How a session reports and what it accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    /// Classes per prediction, best first (at most [`MAX_TOP_K`]).
+    pub top_k: usize,
+    /// Largest JPEG frame accepted (decompression-bomb guard).
+    pub limits: DecodeLimits,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            top_k: 3,
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+/// Where one frame's time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct FrameTimings {
+    /// Frame → model input: JPEG decoding, colour conversion, resize, crop, normalisation.
+    pub preprocess_ms: f64,
+    /// The image encoder (tract); a batch's time divided by its size.
+    pub encode_ms: f64,
+    /// Zero-shot term, affinity kernel, top-k.
+    pub score_ms: f64,
+}
+
+/// One frame's result: the best classes, allocation-free, with the classifier that scored it
+/// (its class names; after a swap, the old one until this prediction is dropped).
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// The frame's index in this session (0, 1, 2, … over every frame offered, bad ones too).
+    pub frame: u64,
+    /// Best first.
+    pub top: heapless::Vec<Scored, MAX_TOP_K>,
+    pub timings: FrameTimings,
+    classifier: Arc<Classifier>,
+}
+
+impl Prediction {
+    /// The class name of `scored`.
+    pub fn label(&self, scored: &Scored) -> &str {
+        &self.classifier.class_names()[scored.class]
+    }
+    /// The best class and its name.
+    pub fn best(&self) -> Option<(&str, Scored)> {
+        self.top.first().map(|s| (self.label(s), *s))
+    }
+    /// The classifier that produced this prediction.
+    pub fn classifier(&self) -> &Arc<Classifier> {
+        &self.classifier
+    }
+}
+
+/// A classifier waiting to be installed at the next frame boundary.
+struct SwapSlot {
+    pending: AtomicBool,
+    next: Mutex<Option<Arc<Classifier>>>,
+    encoder: EncoderId,
+    dim: usize,
+}
+
+impl SwapSlot {
+    /// A classifier is usable by this session's encoder only if it was built with it.
+    fn check(&self, c: &Classifier) -> Result<()> {
+        if c.dim() != self.dim || c.encoder().sha256 != self.encoder.sha256 {
+            return Err(Error::Invalid(format!(
+                "classifier made with encoder {} (dim {}) cannot serve this session's encoder {} (dim {})",
+                c.encoder(),
+                c.dim(),
+                self.encoder,
+                self.dim
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A handle that replaces a session's classifier from another thread; the session installs it
+/// at its next frame boundary. Cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct Swapper {
+    slot: Arc<SwapSlot>,
+}
+
+impl Swapper {
+    /// Queues `classifier` for the next frame (a later call before that frame wins). Refuses a
+    /// classifier made with another encoder; the current one then stays.
+    pub fn swap(&self, classifier: Arc<Classifier>) -> Result<()> {
+        self.slot.check(&classifier)?;
+        *self.slot.next.lock().unwrap_or_else(|p| p.into_inner()) = Some(classifier);
+        self.slot.pending.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The online path (see the module documentation).
+pub struct Session {
+    encoder: Arc<ImageEncoder>,
+    state: EncoderState,
+    preprocessor: Preprocessor,
+    /// `batch × dim`: the encoder's output, normalised in place.
+    features: Vec<f32>,
+    classifier: Arc<Classifier>,
+    scratch: ScoreScratch,
+    /// `MAX_BATCH × n_classes` of the current classifier.
+    logits: Vec<f32>,
+    slot: Arc<SwapSlot>,
+    options: SessionOptions,
+    next_frame: u64,
+}
+
+impl Session {
+    /// A session over a loaded encoder and a classifier built with it.
+    pub fn new(
+        encoder: Arc<ImageEncoder>,
+        classifier: Arc<Classifier>,
+        options: SessionOptions,
+    ) -> Result<Session> {
+        if options.top_k == 0 || options.top_k > MAX_TOP_K {
+            return Err(Error::Invalid(format!(
+                "top-k must be 1..={MAX_TOP_K}, not {}",
+                options.top_k
+            )));
+        }
+        let slot = Arc::new(SwapSlot {
+            pending: AtomicBool::new(false),
+            next: Mutex::new(None),
+            encoder: encoder.id().clone(),
+            dim: encoder.dim(),
+        });
+        slot.check(&classifier)?;
+        Ok(Session {
+            state: encoder.state()?,
+            preprocessor: Preprocessor::new(encoder.recipe().clone()),
+            features: vec![0.0; encoder.batch() * encoder.dim()],
+            scratch: classifier.scratch(),
+            logits: vec![0.0; MAX_BATCH * classifier.n_classes()],
+            classifier,
+            encoder,
+            slot,
+            options,
+            next_frame: 0,
+        })
+    }
+
+    /// Loads the model's image tower and maps + verifies the pack made with it.
+    pub fn open(
+        model: &Path,
+        pack: &Path,
+        run: &RunOptions,
+        options: SessionOptions,
+    ) -> Result<Session> {
+        let paths = ModelPaths::resolve(model)?;
+        let encoder = Arc::new(ImageEncoder::load(&paths.image, run)?);
+        let classifier = Arc::new(Classifier::open(pack, &encoder.expect())?);
+        Session::new(encoder, classifier, options)
+    }
+
+    pub fn encoder(&self) -> &Arc<ImageEncoder> {
+        &self.encoder
+    }
+    /// The classifier the next frame will be scored with (after any queued swap).
+    pub fn classifier(&self) -> &Arc<Classifier> {
+        &self.classifier
+    }
+    pub fn options(&self) -> &SessionOptions {
+        &self.options
+    }
+    /// Frames offered so far (the next frame's index).
+    pub fn frames(&self) -> u64 {
+        self.next_frame
+    }
+
+    /// Replaces the classifier now (it must be made with this session's encoder); returns the
+    /// old one. Reallocates the scoring buffers only if the class count changes.
+    pub fn swap(&mut self, classifier: Arc<Classifier>) -> Result<Arc<Classifier>> {
+        self.slot.check(&classifier)?;
+        Ok(self.install(classifier))
+    }
+
+    /// A handle for swapping the classifier from another thread.
+    pub fn swapper(&self) -> Swapper {
+        Swapper {
+            slot: Arc::clone(&self.slot),
+        }
+    }
+
+    fn install(&mut self, classifier: Arc<Classifier>) -> Arc<Classifier> {
+        if !self.scratch.fits(classifier.dim(), classifier.n_classes()) {
+            self.scratch = classifier.scratch();
+            self.logits = vec![0.0; MAX_BATCH * classifier.n_classes()];
+        }
+        std::mem::replace(&mut self.classifier, classifier)
+    }
+
+    /// The frame boundary: installs a classifier queued by a [`Swapper`].
+    fn take_pending_swap(&mut self) {
+        if self.slot.pending.swap(false, Ordering::AcqRel) {
+            let next = self
+                .slot
+                .next
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(c) = next {
+                self.install(c);
+            }
+        }
+    }
+
+    /// Classifies one frame. A bad frame is an error naming its index and the reason; the
+    /// session goes on with the next.
+    pub fn classify(&mut self, frame: &FrameRef<'_>) -> Result<Prediction> {
+        self.take_pending_swap();
+        let index = self.next_frame;
+        self.next_frame += 1;
+        let t0 = Instant::now();
+        self.preprocessor
+            .run_frame(frame, &self.options.limits, self.state.image_mut(0))
+            .map_err(|e| Error::frame(index, e))?;
+        let preprocess_ms = ms(t0.elapsed());
+        let encode_ms = self.encode(1).map_err(|e| Error::frame(index, e))?;
+        let mut timings = FrameTimings {
+            preprocess_ms,
+            encode_ms,
+            score_ms: 0.0,
+        };
+        let t2 = Instant::now();
+        let (dim, nc) = (self.encoder.dim(), self.classifier.n_classes());
+        self.classifier
+            .logits(
+                &mut self.scratch,
+                &self.features[..dim],
+                &mut self.logits[..nc],
+            )
+            .map_err(|e| Error::frame(index, e))?;
+        let top = top_k(&self.logits[..nc], self.options.top_k);
+        timings.score_ms = ms(t2.elapsed());
+        Ok(Prediction {
+            frame: index,
+            top,
+            timings,
+            classifier: Arc::clone(&self.classifier),
+        })
+    }
+
+    /// An RGB image (a decoded file) as a frame.
+    pub fn classify_image(&mut self, image: &image::RgbImage) -> Result<Prediction> {
+        let frame = FrameRef::packed(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            PixelFormat::Rgb24,
+        )
+        .map_err(|e| Error::frame(self.next_frame, e))?;
+        self.classify(&frame)
+    }
+
+    /// Classifies frames in runs of the encoder's batch size (the graph was optimised for it);
+    /// one result per frame, in order: a bad frame gets its error and the others go on. The
+    /// encode time of a run is shared equally by its frames.
+    pub fn classify_batch(&mut self, frames: &[FrameRef<'_>]) -> Vec<Result<Prediction>> {
+        let mut results = Vec::with_capacity(frames.len());
+        for run in frames.chunks(self.encoder.batch()) {
+            self.take_pending_swap();
+            self.classify_run(run, &mut results);
+        }
+        results
+    }
+
+    fn classify_run(&mut self, frames: &[FrameRef<'_>], results: &mut Vec<Result<Prediction>>) {
+        // Preprocess the good frames into the batch rows: (result slot, frame index, ms).
+        let mut rows: Vec<(usize, u64, f64)> = Vec::with_capacity(frames.len());
+        for frame in frames {
+            let index = self.next_frame;
+            self.next_frame += 1;
+            let t0 = Instant::now();
+            let row = rows.len();
+            match self.preprocessor.run_frame(
+                frame,
+                &self.options.limits,
+                self.state.image_mut(row),
+            ) {
+                Ok(()) => {
+                    rows.push((results.len(), index, ms(t0.elapsed())));
+                    // Replaced by the prediction below.
+                    results.push(Err(Error::frame(index, "not scored")));
+                }
+                Err(e) => results.push(Err(Error::frame(index, e))),
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let n = rows.len();
+        let encode_ms = match self.encode(n) {
+            Ok(t) => t / n as f64,
+            Err(e) => {
+                let reason = e.to_string();
+                for &(at, index, _) in &rows {
+                    results[at] = Err(Error::frame(index, reason.as_str()));
+                }
+                return;
+            }
+        };
+        let (dim, nc) = (self.encoder.dim(), self.classifier.n_classes());
+        for (chunk_no, chunk) in rows.chunks(MAX_BATCH).enumerate() {
+            let start = chunk_no * MAX_BATCH;
+            let t2 = Instant::now();
+            let scored = self.classifier.logits(
+                &mut self.scratch,
+                &self.features[start * dim..(start + chunk.len()) * dim],
+                &mut self.logits[..chunk.len() * nc],
+            );
+            let score_ms = ms(t2.elapsed()) / chunk.len() as f64;
+            for (j, &(at, index, preprocess_ms)) in chunk.iter().enumerate() {
+                results[at] = match &scored {
+                    Ok(()) => Ok(Prediction {
+                        frame: index,
+                        top: top_k(&self.logits[j * nc..(j + 1) * nc], self.options.top_k),
+                        timings: FrameTimings {
+                            preprocess_ms,
+                            encode_ms,
+                            score_ms,
+                        },
+                        classifier: Arc::clone(&self.classifier),
+                    }),
+                    Err(e) => Err(Error::frame(index, e)),
+                };
+            }
+        }
+    }
+
+    /// The unit-norm feature of one frame (what `tipedge embed` and Python's `embed` return).
+    pub fn embed(&mut self, frame: &FrameRef<'_>) -> Result<&[f32]> {
+        let index = self.next_frame;
+        self.next_frame += 1;
+        self.preprocessor
+            .run_frame(frame, &self.options.limits, self.state.image_mut(0))
+            .map_err(|e| Error::frame(index, e))?;
+        self.encode(1).map_err(|e| Error::frame(index, e))?;
+        Ok(&self.features[..self.encoder.dim()])
+    }
+
+    /// How often the encoder's input tensor had to be allocated anew (see
+    /// [`EncoderState::input_replacements`]).
+    pub fn input_replacements(&self) -> u64 {
+        self.state.input_replacements()
+    }
+
+    /// The logits of the last frame classified with [`Session::classify`].
+    pub fn last_logits(&self) -> &[f32] {
+        &self.logits[..self.classifier.n_classes()]
+    }
+
+    /// Runs the encoder on the first `n` rows of the input and L2-normalises the features.
+    /// Returns the time it took, in ms.
+    fn encode(&mut self, n: usize) -> Result<f64> {
+        let dim = self.encoder.dim();
+        let t = Instant::now();
+        let out = &mut self.features[..n * dim];
+        self.encoder.run(&mut self.state, n, out)?;
+        l2_normalize_rows(out, dim);
+        Ok(ms(t.elapsed()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_move_between_threads_and_swappers_are_shared() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<Session>();
+        send_sync::<Swapper>();
+        send_sync::<Prediction>();
+    }
+}

@@ -1,0 +1,251 @@
+//! Building an adapter pack: a few-shot folder (or class names alone, for zero-shot CLIP) →
+//! cache keys, class names and, for CLIP, the zero-shot classifier W → a [`PackDraft`] that
+//! classifies in memory (`tipedge classify --shots`) or is written as a pack file
+//! (`tipedge cache build`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::adapter::AdapterParams;
+use crate::classifier::Classifier;
+use crate::dataset::LabelledSet;
+use crate::embed::Skipped;
+use crate::encoder::{ImageEncoder, ModelPaths, RunOptions};
+use crate::error::{Error, Result};
+use crate::kernel::KeyDtype;
+use crate::pack::{PackDraft, Provenance};
+use crate::preprocess::DecodeLimits;
+use crate::progress::Progress;
+use crate::sidecar::Family;
+use crate::train::keys::{build_keys, KeyRecipe};
+use crate::zeroshot::{text_classifier, Templates};
+
+/// How the keys, W and the stored parameters are made.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub recipe: KeyRecipe,
+    /// Prompt templates of W (CLIP only).
+    pub templates: Templates,
+    pub key_dtype: KeyDtype,
+    /// α and β stored in the pack; the logit scale is the model's (its sidecar's, else 100).
+    pub alpha: f32,
+    pub beta: f32,
+    /// Creation time stored in the pack (an input, so that output is reproducible).
+    pub created_unix: i64,
+    pub limits: DecodeLimits,
+    /// How the text tower runs (CLIP).
+    pub run: RunOptions,
+}
+
+/// A built cache: the draft and what went into it.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub draft: PackDraft,
+    /// The class folders on disk, in class order (for telling a query's class by its folder).
+    pub class_folders: Vec<String>,
+    /// Unreadable shots, left out.
+    pub skipped: Vec<Skipped>,
+}
+
+/// The version string packs record.
+pub fn tool_version() -> String {
+    format!("tipedge {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The model's logit scale for the zero-shot term: the sidecar's, else CLIP's 100.
+pub fn logit_scale_of(encoder: &ImageEncoder) -> f32 {
+    encoder
+        .sidecar()
+        .logit_scale
+        .unwrap_or(crate::adapter::LOGIT_SCALE)
+}
+
+/// Keys from the `shots` (see [`build_keys`]), W for CLIP, the class names (folder names, `_`
+/// read as a space), α/β from `options`, the provenance (K = the largest class, the recipe's
+/// epochs and seed).
+pub fn build_from_shots(
+    encoder: &ImageEncoder,
+    model: &ModelPaths,
+    shots: &LabelledSet,
+    options: &BuildOptions,
+    progress: &mut dyn Progress,
+) -> Result<Built> {
+    let passes = options.recipe.augment_epochs.max(1) as usize;
+    progress.start("cache", shots.len() * passes);
+    let keys = build_keys(encoder, shots, &options.recipe, options.limits, |n| {
+        progress.set(n)
+    });
+    progress.finish();
+    let keys = keys?;
+    if keys.labels.is_empty() {
+        return Err(Error::dataset(&shots.root, "no shot could be encoded"));
+    }
+    let class_names = shots.class_names();
+    let w = text_classifier(
+        encoder,
+        model,
+        &class_names,
+        &options.templates,
+        &options.run,
+        progress,
+    )?;
+    let provenance = Provenance {
+        shots: shots.max_per_class() as u32,
+        augment_epochs: options.recipe.augment_epochs,
+        seed: options.recipe.seed,
+        tool_version: tool_version(),
+        created_unix: options.created_unix,
+    };
+    let params = AdapterParams {
+        alpha: options.alpha,
+        beta: options.beta,
+        logit_scale: logit_scale_of(encoder),
+    };
+    params.check()?;
+    let mut draft = PackDraft::from_f32_keys(
+        keys.dim,
+        keys.keys,
+        keys.labels,
+        class_names,
+        w,
+        params,
+        encoder.id().clone(),
+        provenance,
+    )?;
+    draft.convert_keys(options.key_dtype)?;
+    Ok(Built {
+        draft,
+        class_folders: shots.classes.iter().map(|c| c.folder.clone()).collect(),
+        skipped: keys.skipped,
+    })
+}
+
+/// A zero-shot CLIP classifier among `classes`: W from the names and `templates`, no keys.
+pub fn build_zero_shot(
+    encoder: &ImageEncoder,
+    model: &ModelPaths,
+    classes: &[String],
+    templates: &Templates,
+    run: &RunOptions,
+    progress: &mut dyn Progress,
+) -> Result<Built> {
+    if encoder.family() != Family::Clip {
+        return Err(Error::model(
+            &model.image,
+            "an image-only backbone needs shots (it has no text tower for zero-shot)",
+        ));
+    }
+    if classes.is_empty() {
+        return Err(Error::Invalid(
+            "zero-shot needs class names (or shots, or a pack)".into(),
+        ));
+    }
+    let w = text_classifier(encoder, model, classes, templates, run, progress)?;
+    let params = AdapterParams {
+        logit_scale: logit_scale_of(encoder),
+        ..AdapterParams::default()
+    };
+    let draft = PackDraft::from_f32_keys(
+        encoder.dim(),
+        Vec::new(),
+        Vec::new(),
+        classes.to_vec(),
+        w,
+        params,
+        encoder.id().clone(),
+        Provenance {
+            tool_version: tool_version(),
+            ..Provenance::default()
+        },
+    )?;
+    Ok(Built {
+        draft,
+        class_folders: classes.to_vec(),
+        skipped: Vec::new(),
+    })
+}
+
+impl Classifier {
+    /// A classifier built in memory from a folder of shots (one sub-folder per class) with
+    /// `encoder` (see [`build_from_shots`]); unreadable shots are returned beside it.
+    pub fn from_shots(
+        encoder: &ImageEncoder,
+        model: &ModelPaths,
+        shots: &Path,
+        options: &BuildOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<(Classifier, Vec<Skipped>)> {
+        let set = LabelledSet::read(shots)?;
+        let built = build_from_shots(encoder, model, &set, options, progress)?;
+        Ok((Classifier::from_draft(built.draft), built.skipped))
+    }
+}
+
+/// What `tipedge cache build` asks for.
+#[derive(Debug, Clone)]
+pub struct BuildRequest<'a> {
+    pub model: &'a ModelPaths,
+    pub shots: &'a Path,
+    /// Draw this many shots per class (seeded by the recipe's seed); all images if `None`.
+    pub shots_per_class: Option<usize>,
+    pub options: BuildOptions,
+    pub out: &'a Path,
+}
+
+/// What `tipedge cache build` did (its `--json` record, `"type": "pack"`).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "type", rename = "pack")]
+pub struct BuildReport {
+    pub pack: PathBuf,
+    pub classes: Vec<String>,
+    pub keys: usize,
+    pub dim: usize,
+    pub key_dtype: &'static str,
+    pub text_classifier: bool,
+    pub shots_per_class: u32,
+    pub augment_epochs: u32,
+    pub seed: u64,
+    pub alpha: f32,
+    pub beta: f32,
+    pub encoder: String,
+    pub encoder_sha256: String,
+    pub bytes: u64,
+    /// One line per unreadable shot.
+    pub skipped: Vec<String>,
+    pub seconds: f64,
+}
+
+/// `tipedge cache build`: draws the shots, builds the draft, writes the pack atomically.
+pub fn build_pack(
+    encoder: &ImageEncoder,
+    request: &BuildRequest<'_>,
+    progress: &mut dyn Progress,
+) -> Result<BuildReport> {
+    let t0 = Instant::now();
+    let mut shots = LabelledSet::read(request.shots)?;
+    if let Some(k) = request.shots_per_class {
+        shots = shots.sample_k_shot(k, request.options.recipe.seed)?;
+    }
+    let built = build_from_shots(encoder, request.model, &shots, &request.options, progress)?;
+    let d = &built.draft;
+    d.write(request.out)?;
+    let bytes = std::fs::metadata(request.out).map(|m| m.len()).unwrap_or(0);
+    Ok(BuildReport {
+        pack: request.out.to_path_buf(),
+        classes: d.class_names().to_vec(),
+        keys: d.n_keys(),
+        dim: d.dim(),
+        key_dtype: d.key_dtype().name(),
+        text_classifier: d.text_classifier().is_some(),
+        shots_per_class: d.provenance.shots,
+        augment_epochs: d.provenance.augment_epochs,
+        seed: d.provenance.seed,
+        alpha: d.params.alpha,
+        beta: d.params.beta,
+        encoder: d.encoder.name.clone(),
+        encoder_sha256: d.encoder.sha256_hex(),
+        bytes,
+        skipped: built.skipped.iter().map(|s| s.reason.clone()).collect(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}

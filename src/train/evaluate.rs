@@ -1,0 +1,252 @@
+//! `tipedge eval`: a pack (and its fine-tuned version) scored on a labelled test split, the
+//! methods side by side — zero-shot (CLIP only), cache-only, Tip-Adapter, Tip-Adapter-F.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::ser::SerializeMap;
+
+use crate::adapter::{ScoreScratch, TipAdapter};
+use crate::encoder::ImageEncoder;
+use crate::error::{Error, Result};
+use crate::kernel::{Kernel, MAX_BATCH};
+use crate::pack::Pack;
+use crate::preprocess::DecodeLimits;
+use crate::progress::Progress;
+use crate::train::features::encode_labelled;
+use crate::train::metrics::Metrics;
+use crate::train::search::{Grid, GridAccuracy};
+use crate::train::tune::search;
+
+/// What `tipedge eval` asks for.
+#[derive(Debug, Clone)]
+pub struct EvalRequest<'a> {
+    /// The training-free pack (cache build, then tune).
+    pub pack: &'a Path,
+    /// The Tip-Adapter-F pack, if any.
+    pub finetuned: Option<&'a Path>,
+    /// Test split: a folder per class, or a split file.
+    pub test: &'a Path,
+    /// Also score every point of this grid on the test split (the plot's surface).
+    pub surface: Option<&'a Grid>,
+    pub store: Option<&'a Path>,
+    pub limits: DecodeLimits,
+}
+
+/// One method's name and metrics.
+#[derive(Debug, Clone)]
+pub struct Method {
+    pub name: &'static str,
+    pub metrics: Metrics,
+}
+
+/// The methods in the order they were scored, serialised as a JSON object by name.
+#[derive(Debug, Clone)]
+pub struct Methods(pub Vec<Method>);
+
+impl serde::Serialize for Methods {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for m in &self.0 {
+            map.serialize_entry(m.name, &m.metrics)?;
+        }
+        map.end()
+    }
+}
+
+/// Seconds spent, in the report.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct EvalSeconds {
+    pub encode: f64,
+    pub score: f64,
+}
+
+/// The accuracy over an α/β grid on the test split, and the point the pack uses.
+#[derive(Debug, Clone)]
+pub struct Surface {
+    pub accuracy: GridAccuracy,
+    /// (α, β) of the pack shown (the fine-tuned one if given).
+    pub chosen: (f32, f32),
+}
+
+/// What `tipedge eval` measured (its `--json` record, `"type": "eval"`). The headline numbers
+/// are those of the last method: Tip-Adapter-F if given, else Tip-Adapter.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "type", rename = "eval")]
+pub struct EvalReport {
+    pub method: &'static str,
+    pub top1: f64,
+    pub top5: f64,
+    pub per_class: Vec<crate::train::metrics::ClassAccuracy>,
+    pub confusion: Vec<Vec<u32>>,
+    pub n_images: usize,
+    pub classes: Vec<String>,
+    pub methods: Methods,
+    pub alpha: f32,
+    pub beta: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetuned_alpha: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetuned_beta: Option<f32>,
+    pub skipped: Vec<String>,
+    pub features_from_store: usize,
+    pub seconds: EvalSeconds,
+    /// Where the CLI drew the plot, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plot: Option<PathBuf>,
+    /// The test accuracy over the requested grid (for the plot; not in the JSON).
+    #[serde(skip)]
+    pub surface: Option<Surface>,
+}
+
+impl EvalReport {
+    /// The metrics of the headline method.
+    pub fn headline(&self) -> &Metrics {
+        &self
+            .methods
+            .0
+            .last()
+            .expect("eval scores at least two methods")
+            .metrics
+    }
+}
+
+/// Logits of `model` for every feature (`n × dim`), in batches; the zero-shot term alone when
+/// `zero_shot_only`.
+fn logits_of(model: &TipAdapter<'_>, features: &[f32], zero_shot_only: bool) -> Result<Vec<f32>> {
+    let (dim, nc) = (model.dim(), model.n_classes());
+    let kernel = Kernel::detect();
+    let mut scratch = ScoreScratch::new(dim, nc);
+    let mut out = vec![0f32; features.len() / dim * nc];
+    for (q, o) in features
+        .chunks(MAX_BATCH * dim)
+        .zip(out.chunks_mut(MAX_BATCH * nc))
+    {
+        if zero_shot_only {
+            for (f, o) in q.chunks_exact(dim).zip(o.chunks_exact_mut(nc)) {
+                model.zero_shot(f, o);
+            }
+        } else {
+            model.logits_batch(&kernel, &mut scratch, q, o)?;
+        }
+    }
+    Ok(out)
+}
+
+/// `tipedge eval` (see the module documentation).
+pub fn evaluate(
+    encoder: &ImageEncoder,
+    request: &EvalRequest<'_>,
+    progress: &mut dyn Progress,
+) -> Result<EvalReport> {
+    let t0 = Instant::now();
+    let expect = encoder.expect();
+    let pack = Pack::open(request.pack, &expect)?;
+    let finetuned = match request.finetuned {
+        Some(p) => {
+            let f = Pack::open(p, &expect)?;
+            if f.class_names() != pack.class_names() {
+                return Err(Error::pack(
+                    p,
+                    format!(
+                        "its classes ({}) differ from {}'s ({})",
+                        f.class_names().join(", "),
+                        request.pack.display(),
+                        pack.class_names().join(", ")
+                    ),
+                ));
+            }
+            Some(f)
+        }
+        None => None,
+    };
+    let classes = pack.class_names().to_vec();
+    let test = encode_labelled(
+        encoder,
+        request.test,
+        &classes,
+        request.store,
+        request.limits,
+        "test",
+        progress,
+    )?;
+    let t_encode = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+
+    let metrics = |logits: &[f32]| Metrics::from_logits(logits, &test.labels, &classes);
+    let tip = TipAdapter::new(pack.keys(), pack.text_classifier(), pack.params())?;
+    let mut methods = Vec::new();
+    if tip.classifier().is_some() {
+        methods.push(Method {
+            name: "zero_shot",
+            metrics: metrics(&logits_of(&tip, &test.features, true)?)?,
+        });
+    }
+    let cache_only = tip
+        .without_classifier()
+        .with_params(pack.params().with_alpha_beta(1.0, pack.params().beta));
+    methods.push(Method {
+        name: "cache_only",
+        metrics: metrics(&logits_of(&cache_only, &test.features, false)?)?,
+    });
+    methods.push(Method {
+        name: "tip_adapter",
+        metrics: metrics(&logits_of(&tip, &test.features, false)?)?,
+    });
+    if let Some(f) = &finetuned {
+        let tip_f = TipAdapter::new(f.keys(), f.text_classifier(), f.params())?;
+        methods.push(Method {
+            name: "tip_adapter_f",
+            metrics: metrics(&logits_of(&tip_f, &test.features, false)?)?,
+        });
+    }
+    let t_score = t1.elapsed().as_secs_f64();
+
+    let shown = finetuned.as_ref().unwrap_or(&pack);
+    let surface = match request.surface {
+        Some(grid) => {
+            let model = TipAdapter::new(shown.keys(), shown.text_classifier(), shown.params())?;
+            let accuracy = search(
+                &model,
+                &test.features,
+                &test.labels,
+                grid,
+                "search",
+                progress,
+            )?;
+            let p = shown.params();
+            Some(Surface {
+                accuracy,
+                chosen: (p.alpha, p.beta),
+            })
+        }
+        None => None,
+    };
+
+    let last = methods
+        .last()
+        .expect("cache-only and Tip-Adapter are always scored");
+    let (method, headline) = (last.name, last.metrics.clone());
+    Ok(EvalReport {
+        method,
+        top1: headline.top1,
+        top5: headline.top5,
+        per_class: headline.per_class,
+        confusion: headline.confusion,
+        n_images: headline.n_images,
+        classes,
+        methods: Methods(methods),
+        alpha: pack.params().alpha,
+        beta: pack.params().beta,
+        finetuned_alpha: finetuned.as_ref().map(|f| f.params().alpha),
+        finetuned_beta: finetuned.as_ref().map(|f| f.params().beta),
+        skipped: test.skipped.iter().map(|s| s.reason.clone()).collect(),
+        features_from_store: test.from_store,
+        seconds: EvalSeconds {
+            encode: t_encode,
+            score: t_score,
+        },
+        plot: None,
+        surface,
+    })
+}

@@ -1,0 +1,265 @@
+//! `tipedge finetune`: Tip-Adapter-F on a pack — the shots it was built from drawn again,
+//! encoded afresh with the training augmentation every epoch, the keys trained
+//! ([`super::finetune`]), the best epoch kept on the validation split, α/β searched again, a new
+//! pack written.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::adapter::{AdapterParams, TipAdapter};
+use crate::dataset::LabelledSet;
+use crate::embed::Embedder;
+use crate::encoder::ImageEncoder;
+use crate::error::{Error, Result};
+use crate::kernel::{KeyData, KeyDtype, Keys};
+use crate::pack::{Pack, PackDraft};
+use crate::preprocess::augment::{AugmentPass, Augmentation};
+use crate::preprocess::DecodeLimits;
+use crate::progress::Progress;
+use crate::rng::derive_seed;
+use crate::train::build::tool_version;
+use crate::train::features::{class_map, encode_labelled};
+use crate::train::finetune::{train, EpochReport, FinetuneConfig, TipAdapterF};
+use crate::train::search::Grid;
+use crate::train::tune::{accuracy_at_params, tune_model};
+
+/// What `tipedge finetune` asks for.
+#[derive(Debug, Clone)]
+pub struct FinetuneRequest<'a> {
+    /// The pack to start from.
+    pub pack: &'a Path,
+    /// The few-shot folder the pack was built from.
+    pub shots: &'a Path,
+    /// Validation split: picks the epoch and α/β.
+    pub val: &'a Path,
+    pub out: &'a Path,
+    /// Shots per class and seed of the draw [default: the pack's provenance].
+    pub shots_per_class: Option<usize>,
+    pub seed: Option<u64>,
+    /// Epochs, batch size, learning rate (the seed is replaced by the draw's).
+    pub config: FinetuneConfig,
+    /// α and β of the training loss (the official init_alpha / init_beta).
+    pub train_alpha: f32,
+    pub train_beta: f32,
+    /// Storage of the fine-tuned keys [default: the pack's].
+    pub key_dtype: Option<KeyDtype>,
+    pub grid: &'a Grid,
+    pub store: Option<&'a Path>,
+    pub limits: DecodeLimits,
+    /// Creation time of the new pack, Unix seconds.
+    pub created_unix: i64,
+}
+
+/// Seconds spent, in the report.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct FinetuneSeconds {
+    pub val_features: f64,
+    pub train: f64,
+    pub train_encode: f64,
+    pub search: f64,
+}
+
+/// What `tipedge finetune` did (its `--json` record, `"type": "finetune"`).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "type", rename = "finetune")]
+pub struct FinetuneReport {
+    pub pack: PathBuf,
+    pub epochs: Vec<EpochReport>,
+    /// 1-based.
+    pub best_epoch: usize,
+    pub val_top1_best_epoch: f64,
+    pub val_top1_before_search: f64,
+    pub alpha: f32,
+    pub beta: f32,
+    pub val_top1: f64,
+    pub train_alpha: f32,
+    pub train_beta: f32,
+    pub key_dtype: &'static str,
+    /// Largest change of a key value over the training.
+    pub max_key_change: f32,
+    pub n_shots: usize,
+    pub n_val: usize,
+    /// Unreadable shots.
+    pub skipped: Vec<String>,
+    /// Unreadable validation images.
+    pub val_skipped: Vec<String>,
+    pub seconds: FinetuneSeconds,
+}
+
+/// `tipedge finetune` (see the module documentation). `on_epoch` sees each epoch's numbers as
+/// soon as they are known.
+pub fn finetune_pack(
+    encoder: &ImageEncoder,
+    request: &FinetuneRequest<'_>,
+    progress: &mut dyn Progress,
+    mut on_epoch: impl FnMut(&EpochReport),
+) -> Result<FinetuneReport> {
+    let t0 = Instant::now();
+    let (alpha, beta) = (request.train_alpha, request.train_beta);
+    if !(alpha.is_finite() && beta.is_finite()) {
+        return Err(Error::Invalid(
+            "the training α and β must be finite numbers".into(),
+        ));
+    }
+    if request.config.epochs == 0 {
+        return Err(Error::Invalid("fine-tuning needs at least 1 epoch".into()));
+    }
+    if !(request.config.lr.is_finite() && request.config.lr > 0.0) {
+        return Err(Error::Invalid(
+            "the learning rate must be a positive number".into(),
+        ));
+    }
+    let pack = Pack::open(request.pack, &encoder.expect())?;
+    let dim = pack.dim();
+    let classes = pack.class_names().to_vec();
+    let prov = pack.provenance().clone();
+
+    // The pack's shots, drawn again the way `cache build` drew them.
+    let k = request.shots_per_class.unwrap_or(prov.shots as usize);
+    let seed = request.seed.unwrap_or(prov.seed);
+    let mut shots = LabelledSet::read(request.shots)?;
+    if shots.classes.iter().any(|c| c.images.len() > k) {
+        shots = shots.sample_k_shot(k, seed)?;
+    }
+    let class_of = class_map(&shots, request.shots, &classes)?;
+    let offsets = pack.class_offsets();
+    for (c, &i) in shots.classes.iter().zip(&class_of) {
+        let in_pack = (offsets[i as usize + 1] - offsets[i as usize]) as usize;
+        if in_pack != c.images.len() {
+            return Err(Error::dataset(
+                request.shots.join(&c.folder),
+                format!(
+                    "the pack has {in_pack} keys for class '{}' but {} shots are drawn here; pass \
+                     the --shots folder, --shots-per-class and --seed the pack was built with",
+                    c.name,
+                    c.images.len()
+                ),
+            ));
+        }
+    }
+    let items = shots.items();
+    let shot_paths: Vec<PathBuf> = items.iter().map(|(p, _)| p.clone()).collect();
+    let shot_targets: Vec<u32> = items.iter().map(|(_, c)| class_of[*c]).collect();
+
+    let val = encode_labelled(
+        encoder,
+        request.val,
+        &classes,
+        request.store,
+        request.limits,
+        "val",
+        progress,
+    )?;
+    let t_val = t0.elapsed().as_secs_f64();
+
+    let init = pack.key_data().to_f32(dim);
+    let train_params = AdapterParams {
+        alpha,
+        beta,
+        logit_scale: pack.params().logit_scale,
+    };
+    let mut model = TipAdapterF::new(
+        init.clone(),
+        pack.labels().to_vec(),
+        pack.text_classifier().map(<[f32]>::to_vec),
+        dim,
+        classes.len(),
+        train_params,
+    )?;
+    let cfg = FinetuneConfig {
+        seed,
+        ..request.config
+    };
+    progress.start("finetune", cfg.epochs * shot_paths.len());
+    let mut done = 0;
+    let mut embedder = Embedder::new(encoder, request.limits)?;
+    let mut skipped: Vec<String> = Vec::new();
+    let mut t_encode = 0.0;
+    let t_train = Instant::now();
+    let trained = train(
+        &mut model,
+        &cfg,
+        |epoch| -> Result<(Vec<f32>, Vec<u32>)> {
+            let te = Instant::now();
+            embedder.set_augmentation(Some(AugmentPass {
+                augmentation: Augmentation::default(),
+                seed: derive_seed(seed, &[0xF17E]),
+                epoch: epoch as u64,
+            }));
+            let mut feats = Vec::with_capacity(shot_paths.len() * dim);
+            let mut targets = Vec::with_capacity(shot_paths.len());
+            embedder.embed_all(&shot_paths, |e| {
+                done += 1;
+                progress.set(done);
+                match e.result {
+                    Ok(f) => {
+                        feats.extend_from_slice(f);
+                        targets.push(shot_targets[e.index]);
+                    }
+                    Err(err) if epoch == 0 => skipped.push(err.to_string()),
+                    Err(_) => {}
+                }
+            });
+            t_encode += te.elapsed().as_secs_f64();
+            if targets.is_empty() {
+                return Err(Error::dataset(request.shots, "no shot could be encoded"));
+            }
+            Ok((feats, targets))
+        },
+        |m| accuracy_at_params(&m.model()?, &val.features, &val.labels),
+        &mut on_epoch,
+    );
+    progress.finish();
+    let trained = trained?;
+    for s in &skipped {
+        progress.note(&format!("skipped shot: {s}"));
+    }
+    let t_train = t_train.elapsed().as_secs_f64();
+
+    // α/β again, with the best epoch's keys.
+    let t_s = Instant::now();
+    let best_keys = Keys::new(dim, KeyData::F32(&trained.keys), offsets)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let best = TipAdapter::new(best_keys, pack.text_classifier(), train_params)?;
+    let tuned = tune_model(&best, &val.features, &val.labels, request.grid, progress)?;
+    let (new_alpha, new_beta) = (tuned.alpha, tuned.beta);
+    let t_search = t_s.elapsed().as_secs_f64();
+
+    let dtype = request.key_dtype.unwrap_or(pack.key_dtype());
+    let mut draft = PackDraft::from_pack(&pack);
+    draft.set_keys_f32(&trained.keys, dtype)?;
+    draft.params = pack.params().with_alpha_beta(new_alpha, new_beta);
+    draft.provenance.tool_version = tool_version();
+    draft.provenance.created_unix = request.created_unix;
+    draft.write(request.out)?;
+    let max_key_change = trained
+        .keys
+        .iter()
+        .zip(&init)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    Ok(FinetuneReport {
+        pack: request.out.to_path_buf(),
+        epochs: trained.epochs,
+        best_epoch: trained.best_epoch + 1,
+        val_top1_best_epoch: trained.best_val_accuracy,
+        val_top1_before_search: tuned.before,
+        alpha: new_alpha,
+        beta: new_beta,
+        val_top1: tuned.top1,
+        train_alpha: alpha,
+        train_beta: beta,
+        key_dtype: dtype.name(),
+        max_key_change,
+        n_shots: shot_paths.len(),
+        n_val: val.labels.len(),
+        skipped,
+        val_skipped: val.skipped.iter().map(|s| s.reason.clone()).collect(),
+        seconds: FinetuneSeconds {
+            val_features: t_val,
+            train: t_train,
+            train_encode: t_encode,
+            search: t_search,
+        },
+    })
+}
