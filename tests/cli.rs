@@ -583,3 +583,67 @@ fn embed_int8_graph_prints_features_and_reports_bad_files() {
         "{stdout}"
     );
 }
+
+/// With `--json` every stdout line is a typed record: a file that fails is an `error` record
+/// naming it (the others go on, exit 1), and a command that cannot run prints an `error` record
+/// as well as its one line on stderr (exit 2).
+#[test]
+fn json_failures_are_error_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let shots = three_class_shots(dir.path());
+    let bad = dir.path().join("query/truncated.jpg");
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    let jpeg = std::fs::read(common::fixture("images/chelsea.jpg")).unwrap();
+    std::fs::write(&bad, &jpeg[..jpeg.len() / 4]).unwrap();
+    std::fs::copy(
+        common::fixture("images/rocket.jpg"),
+        dir.path().join("query/rocket.jpg"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tipedge"))
+        .args(["classify", "--json", "--model"])
+        .arg(common::fixture("clip-tiny"))
+        .arg("--shots")
+        .arg(&shots)
+        .arg(dir.path().join("query"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 2);
+    let error = lines
+        .iter()
+        .find(|v| v["type"] == "error")
+        .expect("an error record");
+    assert!(error["path"].as_str().unwrap().ends_with("truncated.jpg"));
+    assert!(
+        error["error"].as_str().unwrap().contains("truncated JPEG"),
+        "{error}"
+    );
+    let prediction = lines.iter().find(|v| v["type"] == "prediction").unwrap();
+    assert!(prediction["path"].as_str().unwrap().ends_with("rocket.jpg"));
+
+    let out = tipedge(&[
+        "classify",
+        "--json",
+        "--model",
+        "/nonexistent/model",
+        "x.jpg",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["type"], "error");
+    assert_eq!(lines[0]["path"], "/nonexistent/model");
+    assert_eq!(text(&out.stderr).lines().count(), 1);
+
+    // Every other command's --json record carries its type too.
+    let out = tipedge(&["tokenize", "--json", "a cat"]);
+    assert_eq!(json_lines(&out.stdout)[0]["type"], "tokens");
+    let out = tipedge(&[
+        "info",
+        "--json",
+        common::fixture("clip-tiny").to_str().unwrap(),
+    ]);
+    assert_eq!(json_lines(&out.stdout)[0]["type"], "model_info");
+}

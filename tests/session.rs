@@ -1,0 +1,221 @@
+//! `Session`: frames in, predictions out; swapping the classifier at a frame boundary (from the
+//! owner and from another thread); bad frames named by index while the session goes on;
+//! batches equal to single frames; classifiers of another encoder refused.
+#![cfg(feature = "runtime")]
+
+mod common;
+
+use std::sync::Arc;
+
+use tipedge::adapter::AdapterParams;
+use tipedge::classifier::Classifier;
+use tipedge::encoder::{ImageEncoder, RunOptions};
+use tipedge::kernel::KeyDtype;
+use tipedge::pack::{EncoderId, PackDraft, Provenance};
+use tipedge::preprocess::{load_rgb, DecodeLimits, FrameRef, PixelFormat};
+use tipedge::session::{Session, SessionOptions};
+
+fn clip_tiny() -> Arc<ImageEncoder> {
+    Arc::new(
+        ImageEncoder::load(
+            &common::fixture("clip-tiny/image.onnx"),
+            &RunOptions::default(),
+        )
+        .unwrap(),
+    )
+}
+
+/// A classifier whose keys are the features of `photos` (one class each, named after the
+/// file), with a sharp cache so that each photo is recognised as its own class.
+fn classifier_of(encoder: &ImageEncoder, photos: &[&str], names: &[&str]) -> Arc<Classifier> {
+    let mut keys = Vec::new();
+    let mut pre = tipedge::preprocess::Preprocessor::new(encoder.recipe().clone());
+    for p in photos {
+        let img = load_rgb(
+            &common::fixture(&format!("images/{p}")),
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        keys.extend(encoder.encode(&pre.tensor(&img), 1).unwrap());
+    }
+    let mut draft = PackDraft::from_f32_keys(
+        encoder.dim(),
+        keys,
+        (0..photos.len() as u32).collect(),
+        names.iter().map(|n| n.to_string()).collect(),
+        None,
+        AdapterParams::default().with_alpha_beta(1.0, 50.0),
+        encoder.id().clone(),
+        Provenance::default(),
+    )
+    .unwrap();
+    draft.convert_keys(KeyDtype::I8).unwrap();
+    Arc::new(Classifier::from_draft(draft))
+}
+
+fn rgb(name: &str) -> image::RgbImage {
+    load_rgb(
+        &common::fixture(&format!("images/{name}")),
+        &DecodeLimits::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn swaps_take_effect_at_the_next_frame() {
+    let encoder = clip_tiny();
+    let a = classifier_of(&encoder, &["chelsea.jpg", "rocket.jpg"], &["cat", "rocket"]);
+    let b = classifier_of(
+        &encoder,
+        &["chelsea.jpg", "rocket.jpg"],
+        &["kitten", "launch"],
+    );
+    let mut session = Session::new(encoder.clone(), a.clone(), SessionOptions::default()).unwrap();
+    let cat = rgb("chelsea.jpg");
+    let frame =
+        FrameRef::packed(cat.as_raw(), cat.width(), cat.height(), PixelFormat::Rgb24).unwrap();
+
+    let first = session.classify(&frame).unwrap();
+    assert_eq!(first.best().unwrap().0, "cat");
+    // The owner swaps: the next frame is scored by b; the earlier prediction keeps a's names.
+    let old = session.swap(b.clone()).unwrap();
+    assert!(Arc::ptr_eq(&old, &a));
+    let second = session.classify(&frame).unwrap();
+    assert_eq!(second.best().unwrap().0, "kitten");
+    assert_eq!(first.best().unwrap().0, "cat");
+    assert!(Arc::ptr_eq(first.classifier(), &a));
+    assert_eq!(
+        (first.frame, second.frame),
+        (0, 1),
+        "frames are counted per session"
+    );
+
+    // Another thread swaps back through a Swapper; it takes effect at the next frame boundary.
+    let swapper = session.swapper();
+    std::thread::spawn(move || swapper.swap(a).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(session.classify(&frame).unwrap().best().unwrap().0, "cat");
+}
+
+#[test]
+fn a_classifier_of_another_encoder_is_refused_and_the_old_one_stays() {
+    let encoder = clip_tiny();
+    let good = classifier_of(&encoder, &["chelsea.jpg", "rocket.jpg"], &["cat", "rocket"]);
+    let foreign = {
+        let draft = PackDraft::from_f32_keys(
+            encoder.dim(),
+            vec![1.0; encoder.dim()],
+            vec![0],
+            vec!["x".into()],
+            None,
+            AdapterParams::default(),
+            EncoderId {
+                name: "other".into(),
+                sha256: [9; 32],
+            },
+            Provenance::default(),
+        )
+        .unwrap();
+        Arc::new(Classifier::from_draft(draft))
+    };
+    let err = Session::new(encoder.clone(), foreign.clone(), SessionOptions::default())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("cannot serve"), "{err}");
+    let mut session = Session::new(encoder, good.clone(), SessionOptions::default()).unwrap();
+    assert!(session.swap(foreign.clone()).is_err());
+    assert!(session.swapper().swap(foreign).is_err());
+    assert!(Arc::ptr_eq(session.classifier(), &good));
+}
+
+#[test]
+fn bad_frames_are_named_by_index_and_the_session_goes_on() {
+    let encoder = clip_tiny();
+    let c = classifier_of(&encoder, &["chelsea.jpg", "rocket.jpg"], &["cat", "rocket"]);
+    let mut session = Session::new(encoder, c, SessionOptions::default()).unwrap();
+    let cat = rgb("chelsea.jpg");
+    let good =
+        FrameRef::packed(cat.as_raw(), cat.width(), cat.height(), PixelFormat::Rgb24).unwrap();
+    let jpeg = std::fs::read(common::fixture("images/chelsea.jpg")).unwrap();
+    let truncated = FrameRef::jpeg(&jpeg[..jpeg.len() / 3]);
+    let garbage = FrameRef::jpeg(b"\xff\xd8\xff\xe0 definitely not a JPEG");
+
+    assert_eq!(session.classify(&good).unwrap().frame, 0);
+    for (index, bad) in [(1, &truncated), (2, &garbage)] {
+        let err = session.classify(bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("frame {index}: JPEG frame")),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+    let next = session.classify(&good).unwrap();
+    assert_eq!((next.frame, next.best().unwrap().0), (3, "cat"));
+
+    // A batch: each frame gets its own result, the bad one its error, in order.
+    let rocket = rgb("rocket.jpg");
+    let rocket = FrameRef::packed(
+        rocket.as_raw(),
+        rocket.width(),
+        rocket.height(),
+        PixelFormat::Rgb24,
+    )
+    .unwrap();
+    let results = session.classify_batch(&[good, garbage, rocket, FrameRef::jpeg(&jpeg)]);
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].as_ref().unwrap().best().unwrap().0, "cat");
+    assert!(results[1]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .starts_with("frame 5: "));
+    assert_eq!(results[2].as_ref().unwrap().best().unwrap().0, "rocket");
+    // A JPEG frame gives what the decoded file gives.
+    let as_jpeg = results[3].as_ref().unwrap();
+    assert_eq!(as_jpeg.best().unwrap().0, "cat");
+    let single = session.classify(&good).unwrap();
+    assert_eq!(as_jpeg.top, single.top);
+}
+
+#[test]
+fn batches_give_the_single_frame_results() {
+    let run = RunOptions {
+        batch: 3,
+        ..RunOptions::default()
+    };
+    let batched =
+        Arc::new(ImageEncoder::load(&common::fixture("clip-tiny/image.onnx"), &run).unwrap());
+    let single = clip_tiny();
+    let names = ["cat", "rocket", "coffee"];
+    let photos = ["chelsea.jpg", "rocket.jpg", "coffee.jpg"];
+    let c = classifier_of(&single, &photos, &names);
+    let mut one = Session::new(single, c.clone(), SessionOptions::default()).unwrap();
+    let mut many = Session::new(batched, c, SessionOptions::default()).unwrap();
+    let images: Vec<_> = [
+        "coffee.jpg",
+        "chelsea.jpg",
+        "rocket.jpg",
+        "astronaut.jpg",
+        "camera.png",
+    ]
+    .iter()
+    .map(|n| rgb(n))
+    .collect();
+    let frames: Vec<_> = images
+        .iter()
+        .map(|i| FrameRef::packed(i.as_raw(), i.width(), i.height(), PixelFormat::Rgb24).unwrap())
+        .collect();
+    // Five frames in runs of three (the last run padded); each equals its single-frame result.
+    let results = many.classify_batch(&frames);
+    for (frame, batched) in frames.iter().zip(results) {
+        let (b, s) = (batched.unwrap(), one.classify(frame).unwrap());
+        assert_eq!(b.best().unwrap().0, s.best().unwrap().0);
+        for (x, y) in b.top.iter().zip(&s.top) {
+            assert!(
+                (x.logit - y.logit).abs() <= 1e-4 * y.logit.abs().max(1.0),
+                "{x:?} {y:?}"
+            );
+        }
+    }
+}
