@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use image::RgbImage;
 
-use super::yuv::YuvToRgb;
+use super::yuv::YuvLut;
 pub use super::yuv::{Colorimetry, YuvMatrix, YuvRange};
 use super::DecodeLimits;
 
@@ -412,7 +412,7 @@ impl<'a> FrameRef<'a> {
             height: self.height as usize,
             stride: self.stride,
             layout,
-            yuv: YuvToRgb::new(self.colorimetry),
+            yuv: YuvLut::of(self.colorimetry),
         }))
     }
 }
@@ -456,7 +456,7 @@ pub(super) struct Rows<'a> {
     height: usize,
     stride: usize,
     layout: Layout,
-    yuv: YuvToRgb,
+    yuv: &'static YuvLut,
 }
 
 impl<'a> Rows<'a> {
@@ -481,7 +481,7 @@ impl<'a> Rows<'a> {
     pub(super) fn convert(&self, y: usize, x0: usize, x1: usize, out: &mut [u8]) {
         let row = &self.data[y * self.stride..];
         let out = &mut out[..3 * (x1 - x0)];
-        let yuv = &self.yuv;
+        let yuv = self.yuv;
         match self.layout {
             Layout::Rgb24 => out.copy_from_slice(&row[3 * x0..3 * x1]),
             Layout::Bgr24 => {
@@ -499,27 +499,48 @@ impl<'a> Rows<'a> {
                     px.fill(g);
                 }
             }
-            Layout::Yuyv => {
-                for (x, px) in (x0..x1).zip(out.chunks_exact_mut(3)) {
-                    let pair = &row[4 * (x / 2)..4 * (x / 2) + 4];
-                    px.copy_from_slice(&yuv.rgb(row[2 * x], pair[1], pair[3]));
-                }
-            }
+            Layout::Yuyv => yuv_pairs(yuv, x0, x1, out, |p| {
+                let q = &row[4 * p..4 * p + 4];
+                (q[0], q[2], q[1], q[3])
+            }),
             Layout::Nv12 { uv } => {
                 let uv = &self.data[uv + (y / 2) * self.stride..];
-                for (x, px) in (x0..x1).zip(out.chunks_exact_mut(3)) {
-                    let c = 2 * (x / 2);
-                    px.copy_from_slice(&yuv.rgb(row[x], uv[c], uv[c + 1]));
-                }
+                yuv_pairs(yuv, x0, x1, out, |p| {
+                    (row[2 * p], row[2 * p + 1], uv[2 * p], uv[2 * p + 1])
+                })
             }
             Layout::I420 { u, v } => {
                 let chroma_stride = self.stride / 2;
                 let u = &self.data[u + (y / 2) * chroma_stride..];
                 let v = &self.data[v + (y / 2) * chroma_stride..];
-                for (x, px) in (x0..x1).zip(out.chunks_exact_mut(3)) {
-                    px.copy_from_slice(&yuv.rgb(row[x], u[x / 2], v[x / 2]));
-                }
+                yuv_pairs(yuv, x0, x1, out, |p| {
+                    (row[2 * p], row[2 * p + 1], u[p], v[p])
+                })
             }
+        }
+    }
+}
+
+/// Pixels `[x0, x1)` of a YUV row whose pixels come in pairs sharing their chroma:
+/// `pair(p)` gives `(Y₂ₚ, Y₂ₚ₊₁, U, V)` of pair `p`. Each pair's chroma products are computed
+/// once; a span starting or ending inside a pair writes only its own pixel.
+#[inline(always)]
+fn yuv_pairs(
+    yuv: &YuvLut,
+    x0: usize,
+    x1: usize,
+    out: &mut [u8],
+    pair: impl Fn(usize) -> (u8, u8, u8, u8),
+) {
+    for p in x0 / 2..x1.div_ceil(2) {
+        let (y0, y1, u, v) = pair(p);
+        let [a, b] = yuv.pair(y0, y1, u, v);
+        let x = 2 * p;
+        if x >= x0 {
+            out[3 * (x - x0)..3 * (x - x0) + 3].copy_from_slice(&a);
+        }
+        if x + 1 < x1 {
+            out[3 * (x + 1 - x0)..3 * (x + 1 - x0) + 3].copy_from_slice(&b);
         }
     }
 }

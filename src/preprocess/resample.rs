@@ -20,7 +20,7 @@ pub(super) struct Plan {
 }
 
 /// The resampler's reusable state: filter taps and scratch rows, grown once per frame size.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(super) struct Resampler {
     horiz: Coefficients,
     vert: Coefficients,
@@ -30,6 +30,32 @@ pub(super) struct Resampler {
     sums: Vec<i32>,
     /// Source rows converted to RGB.
     cache: RowCache,
+    normalized: Normalized,
+}
+
+/// The normalised value of each 8-bit level per channel, `(v / 255 − mean) / std` in f32, for
+/// the mean and std it was made with.
+#[derive(Debug, Clone)]
+struct Normalized {
+    mean_std: ([f32; 3], [f32; 3]),
+    table: Box<[[f32; 256]; 3]>,
+}
+
+impl Default for Resampler {
+    fn default() -> Self {
+        Resampler {
+            horiz: Coefficients::default(),
+            vert: Coefficients::default(),
+            pass1: Vec::new(),
+            sums: Vec::new(),
+            cache: RowCache::default(),
+            // NaN never equals a recipe's mean, so the first run fills the table.
+            normalized: Normalized {
+                mean_std: ([f32::NAN; 3], [f32::NAN; 3]),
+                table: Box::new([[0.0; 256]; 3]),
+            },
+        }
+    }
 }
 
 impl Resampler {
@@ -53,13 +79,21 @@ impl Resampler {
         self.horiz
             .compute(region.w, new_w, left, crop, filter, new_w != region.w);
         let plane = crop * crop;
-        let (mean, std) = (recipe.mean, recipe.std);
-        // ToTensor then Normalize, in f32 as torchvision does: (v / 255 − mean) / std.
+        // ToTensor then Normalize, in f32 as torchvision does: (v / 255 − mean) / std, looked
+        // up per 8-bit value (the same f32 operations, done once per value, not per pixel).
+        if self.normalized.mean_std != (recipe.mean, recipe.std) {
+            for (c, table) in self.normalized.table.iter_mut().enumerate() {
+                for (v, t) in table.iter_mut().enumerate() {
+                    *t = (v as f32 / 255.0 - recipe.mean[c]) / recipe.std[c];
+                }
+            }
+            self.normalized.mean_std = (recipe.mean, recipe.std);
+        }
+        let lut = &self.normalized.table;
         let mut put = |xx: usize, yy: usize, acc: &[i32]| {
             let ox = if flip { crop - 1 - xx } else { xx };
             for c in 0..3 {
-                let v = f32::from(clip8(acc[c])) / 255.0;
-                out[c * plane + yy * crop + ox] = (v - mean[c]) / std[c];
+                out[c * plane + yy * crop + ox] = lut[c][usize::from(clip8(acc[c]))];
             }
         };
         // The source columns all output pixels reach, in frame coordinates.
@@ -145,10 +179,25 @@ fn convolve(row: &[u8], taps: &[i32]) -> [i32; 3] {
     acc
 }
 
-/// `sums += k · row`, element-wise: one tap of a vertical pass over a whole row.
+/// `sums += k · row`, element-wise: one tap of a vertical pass over a whole row. In fixed
+/// blocks of 16 so that the compiler vectorises the widening multiply-add.
 #[inline]
 fn multiply_add(sums: &mut [i32], row: &[u8], k: i32) {
-    for (s, &p) in sums.iter_mut().zip(row) {
+    const BLOCK: usize = 16;
+    let n = sums.len().min(row.len());
+    let (sums, row) = (&mut sums[..n], &row[..n]);
+    let mut s_blocks = sums.chunks_exact_mut(BLOCK);
+    let mut r_blocks = row.chunks_exact(BLOCK);
+    for (s, r) in (&mut s_blocks).zip(&mut r_blocks) {
+        for j in 0..BLOCK {
+            s[j] += i32::from(r[j]) * k;
+        }
+    }
+    for (s, &p) in s_blocks
+        .into_remainder()
+        .iter_mut()
+        .zip(r_blocks.remainder())
+    {
         *s += i32::from(p) * k;
     }
 }

@@ -114,6 +114,7 @@ const BT709_FULL: YuvToRgb = YuvToRgb {
 };
 
 impl YuvToRgb {
+    #[cfg(test)]
     pub(super) fn new(c: Colorimetry) -> YuvToRgb {
         match (c.matrix, c.range) {
             (YuvMatrix::Bt601, YuvRange::Limited) => BT601_LIMITED,
@@ -123,8 +124,9 @@ impl YuvToRgb {
         }
     }
 
-    /// One pixel. Every product fits i32: |coefficient| < 2²² and |sample| ≤ 255.
-    #[inline]
+    /// One pixel, computed from the coefficients (the reference the tables are checked
+    /// against). Every product fits i32: |coefficient| < 2²² and |sample| ≤ 255.
+    #[cfg(test)]
     pub(super) fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
         let luma = (i32::from(y) - self.y_offset).max(0) * self.cy + HALF;
         let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
@@ -135,11 +137,96 @@ impl YuvToRgb {
             px(self.cub * u),
         ]
     }
+
+    /// Every product of the conversion, per 8-bit sample, so that a pixel costs additions,
+    /// shifts and clamps only (the sums are the same integers, so the result is too).
+    const fn lut(&self) -> YuvLut {
+        let mut t = YuvLut {
+            luma: [0; 256],
+            r_v: [0; 256],
+            g_v: [0; 256],
+            g_u: [0; 256],
+            b_u: [0; 256],
+        };
+        let mut i = 0;
+        while i < 256 {
+            let y = i as i32 - self.y_offset;
+            t.luma[i] = if y > 0 { y } else { 0 } * self.cy + HALF;
+            let c = i as i32 - 128;
+            t.r_v[i] = self.cvr * c;
+            t.g_v[i] = self.cvg * c;
+            t.g_u[i] = self.cug * c;
+            t.b_u[i] = self.cub * c;
+            i += 1;
+        }
+        t
+    }
+}
+
+/// The conversion of one [`Colorimetry`] as tables (see [`YuvToRgb::lut`]).
+pub(super) struct YuvLut {
+    luma: [i32; 256],
+    r_v: [i32; 256],
+    g_v: [i32; 256],
+    g_u: [i32; 256],
+    b_u: [i32; 256],
+}
+
+static LUTS: [YuvLut; 4] = [
+    BT601_LIMITED.lut(),
+    BT601_FULL.lut(),
+    BT709_LIMITED.lut(),
+    BT709_FULL.lut(),
+];
+
+impl std::fmt::Debug for YuvLut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("YuvLut")
+    }
+}
+
+impl YuvLut {
+    pub(super) fn of(c: Colorimetry) -> &'static YuvLut {
+        &LUTS[match (c.matrix, c.range) {
+            (YuvMatrix::Bt601, YuvRange::Limited) => 0,
+            (YuvMatrix::Bt601, YuvRange::Full) => 1,
+            (YuvMatrix::Bt709, YuvRange::Limited) => 2,
+            (YuvMatrix::Bt709, YuvRange::Full) => 3,
+        }]
+    }
+
+    /// Two pixels that share their chroma (a 4:2:2 pair, or a row's half of a 4:2:0 block).
+    #[inline(always)]
+    pub(super) fn pair(&self, y0: u8, y1: u8, u: u8, v: u8) -> [[u8; 3]; 2] {
+        let (u, v) = (usize::from(u), usize::from(v));
+        let chroma = [self.r_v[v], self.g_v[v] + self.g_u[u], self.b_u[u]];
+        let px = |y: u8| {
+            let luma = self.luma[usize::from(y)];
+            chroma.map(|c| ((luma + c) >> SHIFT).clamp(0, 255) as u8)
+        };
+        [px(y0), px(y1)]
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_give_the_coefficients_results() {
+        for (k, lut) in [BT601_LIMITED, BT601_FULL, BT709_LIMITED, BT709_FULL]
+            .iter()
+            .zip(&LUTS)
+        {
+            for y in 0..=255u8 {
+                for u in (0..=255u8).step_by(3) {
+                    for v in (0..=255u8).step_by(5) {
+                        assert_eq!(lut.pair(y, y, u, v)[0], k.rgb(y, u, v), "{y} {u} {v}");
+                    }
+                }
+            }
+        }
+    }
 
     /// The coefficients from the standards' Kr, Kb, as the comments above say.
     fn derived_coefficients(kr: f64, kb: f64, range: YuvRange) -> YuvToRgb {
