@@ -50,7 +50,10 @@ mod query;
 mod walk;
 
 pub use dispatch::{Isa, Kernel};
-pub(crate) use dispatch::{Ops, StreamOps, Streams, STREAMS};
+pub(crate) use dispatch::{Ops, STREAMS};
+// The x86_64 tiles read the keys as streams side by side; aarch64 has no stream tiles yet.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use dispatch::{StreamOps, Streams};
 pub use keys::{
     class_offsets_of, l2_normalize_rows, quantize_key_i8, KernelError, KeyData, KeyDtype, Keys,
 };
