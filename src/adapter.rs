@@ -258,12 +258,20 @@ pub struct Scored {
     pub prob: f32,
 }
 
-/// The k largest logits (k ≤ [`MAX_TOP_K`]), best first. Allocates nothing.
+/// The k largest logits (k ≤ [`MAX_TOP_K`]), best first, with probabilities `softmax(logits)`.
+/// Allocates nothing.
 pub fn top_k(logits: &[f32], k: usize) -> heapless::Vec<Scored, MAX_TOP_K> {
+    top_k_at(logits, k, 1.0)
+}
+
+/// [`top_k`] with calibrated probabilities `softmax(logits / temperature)` (temperature > 0;
+/// the ranking does not depend on it).
+pub fn top_k_at(logits: &[f32], k: usize, temperature: f32) -> heapless::Vec<Scored, MAX_TOP_K> {
     let mut best: heapless::Vec<Scored, MAX_TOP_K> = heapless::Vec::new();
     let k = k.min(MAX_TOP_K).min(logits.len());
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let denom: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    let weight = |l: f32| ((l - max) / temperature).exp();
+    let denom: f32 = logits.iter().map(|&l| weight(l)).sum();
     for (i, &l) in logits.iter().enumerate() {
         if k == 0 {
             break;
@@ -279,7 +287,7 @@ pub fn top_k(logits: &[f32], k: usize) -> heapless::Vec<Scored, MAX_TOP_K> {
                 Scored {
                     class: i,
                     logit: l,
-                    prob: (l - max).exp() / denom,
+                    prob: weight(l) / denom,
                 },
             );
         }

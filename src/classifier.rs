@@ -31,6 +31,8 @@ enum Store {
 pub struct Classifier {
     store: Store,
     params: AdapterParams,
+    /// The temperature fitted for `params` (none once the parameters are overridden).
+    temperature: Option<f32>,
     kernel: Kernel,
 }
 
@@ -45,6 +47,7 @@ impl Classifier {
     pub fn from_pack(pack: Arc<Pack>) -> Classifier {
         Classifier {
             params: pack.params(),
+            temperature: pack.temperature(),
             store: Store::Mapped(pack),
             kernel: Kernel::detect(),
         }
@@ -54,16 +57,23 @@ impl Classifier {
     pub fn from_draft(draft: PackDraft) -> Classifier {
         Classifier {
             params: draft.params,
+            temperature: draft.temperature,
             store: Store::Owned(Arc::new(draft)),
             kernel: Kernel::detect(),
         }
     }
 
     /// The same keys and W scored with other parameters (`--alpha`, `--beta`); refuses
-    /// non-finite values.
+    /// non-finite values. A temperature fitted for the old parameters no longer applies and is
+    /// dropped (probabilities become `softmax(logits)`) unless the parameters are unchanged.
     pub fn with_params(self, params: AdapterParams) -> Result<Classifier> {
         params.check()?;
-        Ok(Classifier { params, ..self })
+        let temperature = self.temperature.filter(|_| params == self.params);
+        Ok(Classifier {
+            params,
+            temperature,
+            ..self
+        })
     }
 
     /// Uses `kernel` instead of the detected one (tests, benchmarks).
@@ -118,6 +128,11 @@ impl Classifier {
     /// Whether W is present (CLIP) or the cache term stands alone (image-only backbones).
     pub fn has_text_classifier(&self) -> bool {
         self.model().classifier().is_some()
+    }
+    /// The temperature of calibrated probabilities (`softmax(logits / T)`), if the pack has one
+    /// for these parameters.
+    pub fn temperature(&self) -> Option<f32> {
+        self.temperature
     }
     /// The image encoder the keys were made with.
     pub fn encoder(&self) -> &EncoderId {

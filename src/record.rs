@@ -52,6 +52,9 @@ pub struct PredictionRecord {
     pub frame: Option<u64>,
     /// Best first.
     pub top: Vec<Label>,
+    /// The best class's probability is below the reject threshold (`--min-prob`): the input is
+    /// "unknown", whatever `top` says.
+    pub unknown: bool,
     pub timings_ms: StageTimings,
     /// The true class, when known (an image in a folder named after a class).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +79,7 @@ impl PredictionRecord {
                     prob: s.prob,
                 })
                 .collect(),
+            unknown: p.unknown,
             timings_ms: StageTimings {
                 decode_ms: 0.0,
                 preprocess_ms: p.timings.preprocess_ms,
@@ -158,9 +162,13 @@ impl ErrorRecord {
 pub struct Summary {
     pub classified: usize,
     pub failed: usize,
-    /// Images whose true class was known, and how many of those were right.
+    /// Images whose true class was known, and how many of those were right (top-1).
     pub known: usize,
     pub correct: usize,
+    /// Inputs below the reject threshold, and of the known ones above it, how many were right.
+    pub unknown: usize,
+    pub known_accepted: usize,
+    pub correct_accepted: usize,
     /// Mean time per classified input.
     pub mean_ms: StageTimings,
 }
@@ -169,9 +177,14 @@ impl Summary {
     /// Counts one classified input.
     pub fn add(&mut self, record: &PredictionRecord) {
         self.classified += 1;
+        self.unknown += usize::from(record.unknown);
         if let Some(c) = record.correct {
             self.known += 1;
             self.correct += usize::from(c);
+            if !record.unknown {
+                self.known_accepted += 1;
+                self.correct_accepted += usize::from(c);
+            }
         }
         let (m, t, n) = (
             &mut self.mean_ms,
@@ -269,6 +282,8 @@ pub struct InspectionRecord {
     pub logit_scale: f32,
     pub alpha: f32,
     pub beta: f32,
+    /// The temperature of calibrated probabilities; `null` in a pack without one.
+    pub temperature: Option<f32>,
     pub encoder: String,
     pub encoder_sha256: String,
     pub provenance: ProvenanceRecord,
@@ -293,6 +308,7 @@ impl InspectionRecord {
             logit_scale: h.logit_scale,
             alpha: h.alpha,
             beta: h.beta,
+            temperature: h.temperature,
             encoder: h.encoder.name.clone(),
             encoder_sha256: h.encoder.sha256_hex(),
             provenance: ProvenanceRecord {

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::adapter::{top_k, ScoreScratch, Scored, MAX_TOP_K};
+use crate::adapter::{top_k_at, ScoreScratch, Scored, MAX_TOP_K};
 use crate::classifier::Classifier;
 use crate::embed::ms;
 use crate::encoder::{EncoderState, ImageEncoder, ModelPaths, RunOptions};
@@ -64,6 +64,10 @@ pub struct SessionOptions {
     pub top_k: usize,
     /// Largest JPEG frame accepted (decompression-bomb guard).
     pub limits: DecodeLimits,
+    /// The reject option: a frame whose best class has a (calibrated) probability below this is
+    /// [`Prediction::unknown`] — a part the line has never seen is not silently called the
+    /// nearest class. `None` accepts every frame.
+    pub min_prob: Option<f32>,
 }
 
 impl Default for SessionOptions {
@@ -71,6 +75,7 @@ impl Default for SessionOptions {
         SessionOptions {
             top_k: 3,
             limits: DecodeLimits::default(),
+            min_prob: None,
         }
     }
 }
@@ -94,6 +99,8 @@ pub struct Prediction {
     pub frame: u64,
     /// Best first.
     pub top: heapless::Vec<Scored, MAX_TOP_K>,
+    /// The best class's probability is below the session's `min_prob`: the frame is "unknown".
+    pub unknown: bool,
     pub timings: FrameTimings,
     classifier: Arc<Classifier>,
 }
@@ -183,6 +190,13 @@ impl Session {
                 "top-k must be 1..={MAX_TOP_K}, not {}",
                 options.top_k
             )));
+        }
+        if let Some(p) = options.min_prob {
+            if !(p > 0.0 && p < 1.0) {
+                return Err(Error::Invalid(format!(
+                    "the minimum probability must lie strictly between 0 and 1, not {p}"
+                )));
+            }
         }
         let slot = Arc::new(SwapSlot {
             pending: AtomicBool::new(false),
@@ -296,10 +310,11 @@ impl Session {
                 &mut self.logits[..nc],
             )
             .map_err(|e| Error::frame(index, e))?;
-        let top = top_k(&self.logits[..nc], self.options.top_k);
+        let top = self.top(&self.logits[..nc]);
         timings.score_ms = ms(t2.elapsed());
         Ok(Prediction {
             frame: index,
+            unknown: self.is_unknown(&top),
             top,
             timings,
             classifier: Arc::clone(&self.classifier),
@@ -377,19 +392,37 @@ impl Session {
             let score_ms = ms(t2.elapsed()) / chunk.len() as f64;
             for (j, &(at, index, preprocess_ms)) in chunk.iter().enumerate() {
                 results[at] = match &scored {
-                    Ok(()) => Ok(Prediction {
-                        frame: index,
-                        top: top_k(&self.logits[j * nc..(j + 1) * nc], self.options.top_k),
-                        timings: FrameTimings {
-                            preprocess_ms,
-                            encode_ms,
-                            score_ms,
-                        },
-                        classifier: Arc::clone(&self.classifier),
+                    Ok(()) => Ok({
+                        let top = self.top(&self.logits[j * nc..(j + 1) * nc]);
+                        Prediction {
+                            frame: index,
+                            unknown: self.is_unknown(&top),
+                            top,
+                            timings: FrameTimings {
+                                preprocess_ms,
+                                encode_ms,
+                                score_ms,
+                            },
+                            classifier: Arc::clone(&self.classifier),
+                        }
                     }),
                     Err(e) => Err(Error::frame(index, e)),
                 };
             }
+        }
+    }
+
+    /// The best classes of one row of logits, with the classifier's calibrated probabilities.
+    fn top(&self, logits: &[f32]) -> heapless::Vec<Scored, MAX_TOP_K> {
+        let t = self.classifier.temperature().unwrap_or(1.0);
+        top_k_at(logits, self.options.top_k, t)
+    }
+
+    /// Whether the best class falls below the reject threshold.
+    fn is_unknown(&self, top: &[Scored]) -> bool {
+        match (self.options.min_prob, top.first()) {
+            (Some(p), Some(best)) => best.prob < p,
+            _ => false,
         }
     }
 

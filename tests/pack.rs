@@ -116,6 +116,7 @@ impl Fixture {
             logit_scale: 100.0,
             alpha: 1.0,
             beta: 5.5,
+            temperature: None,
             encoder: &self.encoder,
             provenance: &self.provenance,
         }
@@ -522,7 +523,7 @@ fn rewrite_with_new_alpha_beta_over_the_open_pack() {
     let fx = Fixture::small();
     write_pack(&path, &fx.contents()).unwrap();
     let old = Pack::open(&path, &fx.expect()).unwrap();
-    write_with_alpha_beta(&old, &path, 2.5, 7.0).unwrap();
+    write_with_alpha_beta(&old, &path, 2.5, 7.0, None).unwrap();
     // The old mapping still reads the old file.
     check_round_trip(&fx, &old);
     let new = Pack::open(&path, &fx.expect()).unwrap();
@@ -853,16 +854,63 @@ fn wrong_magic_is_refused() {
 
 #[test]
 fn other_versions_are_refused_even_with_valid_checksums() {
-    for v in [0u32, 2, 0x0100_0000] {
+    for v in [0u32, 3, 0x0100_0000] {
         let mut b = Fixture::small().bytes();
         put_u32(&mut b, 8, v);
         recrc(&mut b);
         assert_refused(
             &b,
             &Expect::any(),
-            &["header: format version", "this build reads version 1"],
+            &["header: format version", "this build reads versions 1 to 2"],
         );
     }
+}
+
+/// Version 2 carries the temperature of calibrated probabilities at offset 60 (reserved zero in
+/// version 1): a pack without one is still written as version 1, byte for byte; a pack with one
+/// is version 2 and round-trips it; a version 1 pack with bytes at 60, or a version 2 pack whose
+/// temperature is not a finite positive number, is refused.
+#[test]
+fn version_2_carries_the_temperature() {
+    let fx = Fixture::small();
+    let v1 = fx.bytes();
+    assert_eq!(u32::from_le_bytes(v1[8..12].try_into().unwrap()), 1);
+    assert_eq!(&v1[60..64], &[0, 0, 0, 0]);
+    let pack = Pack::from_bytes(&v1, &Expect::any()).unwrap();
+    assert_eq!(pack.temperature(), None);
+
+    let mut c = fx.contents();
+    c.temperature = Some(0.0125);
+    let v2 = encode(&c).unwrap();
+    assert_eq!(u32::from_le_bytes(v2[8..12].try_into().unwrap()), 2);
+    let pack = Pack::from_bytes(&v2, &Expect::any()).unwrap();
+    assert_eq!(pack.temperature(), Some(0.0125));
+    assert_eq!(pack.header().version, 2);
+    assert_eq!(pack.class_names(), &fx.names[..]);
+    assert_eq!(pack.labels(), &fx.labels[..]);
+    // Only the version, the temperature and the header checksum differ from version 1.
+    let differing: Vec<usize> = (0..v1.len()).filter(|&i| v1[i] != v2[i]).collect();
+    assert!(
+        differing
+            .iter()
+            .all(|&i| (8..12).contains(&i) || (60..64).contains(&i) || (252..256).contains(&i)),
+        "{differing:?}"
+    );
+
+    for bad in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let mut c = fx.contents();
+        c.temperature = Some(bad);
+        let err = encode(&c).unwrap_err().to_string();
+        assert!(err.contains("temperature"), "{err}");
+        let mut b = v2.clone();
+        b[60..64].copy_from_slice(&bad.to_le_bytes());
+        recrc(&mut b);
+        assert_refused(&b, &Expect::any(), &["header: temperature is"]);
+    }
+    let mut b = v1.clone();
+    b[60..64].copy_from_slice(&1.5f32.to_le_bytes());
+    recrc(&mut b);
+    assert_refused(&b, &Expect::any(), &["header: reserved bytes are not zero"]);
 }
 
 #[test]

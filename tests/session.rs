@@ -219,3 +219,72 @@ fn batches_give_the_single_frame_results() {
         }
     }
 }
+
+/// A classifier's temperature sharpens or flattens the probabilities without changing the
+/// ranking; with `min_prob` a frame whose best probability falls below it is "unknown" (and
+/// still carries its ranking); overriding α/β drops a temperature fitted for the old ones.
+#[test]
+fn calibrated_probabilities_and_the_reject_option() {
+    let encoder = clip_tiny();
+    let plain = classifier_of(&encoder, &["chelsea.jpg", "rocket.jpg"], &["cat", "rocket"]);
+    let sharp = {
+        let photos = ["chelsea.jpg", "rocket.jpg"];
+        let mut pre = tipedge::preprocess::Preprocessor::new(encoder.recipe().clone());
+        let mut keys = Vec::new();
+        for p in photos {
+            keys.extend(encoder.encode(&pre.tensor(&rgb(p)), 1).unwrap());
+        }
+        let mut draft = PackDraft::from_f32_keys(
+            encoder.dim(),
+            keys,
+            vec![0, 1],
+            vec!["cat".into(), "rocket".into()],
+            None,
+            AdapterParams::default().with_alpha_beta(1.0, 50.0),
+            encoder.id().clone(),
+            Provenance::default(),
+        )
+        .unwrap();
+        draft.convert_keys(KeyDtype::I8).unwrap();
+        draft.temperature = Some(0.01);
+        Arc::new(Classifier::from_draft(draft))
+    };
+    let cat = rgb("chelsea.jpg");
+    let frame =
+        FrameRef::packed(cat.as_raw(), cat.width(), cat.height(), PixelFormat::Rgb24).unwrap();
+    let mut s = Session::new(encoder.clone(), plain.clone(), SessionOptions::default()).unwrap();
+    let p1 = s.classify(&frame).unwrap();
+    s.swap(sharp.clone()).unwrap();
+    let p2 = s.classify(&frame).unwrap();
+    assert_eq!(p1.best().unwrap().0, p2.best().unwrap().0);
+    assert_eq!(p1.top[0].logit, p2.top[0].logit);
+    assert!(p2.top[0].prob > p1.top[0].prob, "{p1:?} {p2:?}");
+    assert!(p2.top[0].prob > 0.99);
+
+    // Reject: at T = 1 the best probability is modest; a threshold above it says unknown.
+    let options = SessionOptions {
+        min_prob: Some(0.999),
+        ..SessionOptions::default()
+    };
+    let mut strict = Session::new(encoder.clone(), plain.clone(), options).unwrap();
+    let p = strict.classify(&frame).unwrap();
+    assert!(p.unknown && p.top[0].prob < 0.999, "{p:?}");
+    assert_eq!(p.best().unwrap().0, "cat");
+    for bad in [0.0, 1.0, -0.5, f32::NAN] {
+        let options = SessionOptions {
+            min_prob: Some(bad),
+            ..SessionOptions::default()
+        };
+        let err = Session::new(encoder.clone(), plain.clone(), options)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("between 0 and 1"), "{err}");
+    }
+
+    let c = (*sharp).clone();
+    assert_eq!(c.temperature(), Some(0.01));
+    let same = c.clone().with_params(c.params()).unwrap();
+    assert_eq!(same.temperature(), Some(0.01));
+    let other = c.with_params(AdapterParams::default()).unwrap();
+    assert_eq!(other.temperature(), None);
+}

@@ -75,6 +75,13 @@ struct CommonArgs {
     /// Sharpness β of the cache affinities exp(−β(1 − cos)) [default: the pack's, else 1].
     #[arg(long)]
     beta: Option<f32>,
+    /// The reject option: an image whose best class has a probability below P (0 < P < 1) is
+    /// reported as unknown ("unknown": true in --json) instead of being called the nearest
+    /// class. Probabilities are the pack's calibrated ones when `tipedge tune` fitted a
+    /// temperature (see `tipedge inspect`); choose P from `tipedge eval`'s accuracy/coverage
+    /// table on a validation split.
+    #[arg(long, value_name = "P")]
+    min_prob: Option<f32>,
     /// How many of the best classes to show per image (at most 16).
     #[arg(short = 'k', long, default_value_t = 3,
           value_parser = clap::value_parser!(u8).range(1..=MAX_TOP_K as i64))]
@@ -184,6 +191,7 @@ fn classify(
     let options = SessionOptions {
         top_k: usize::from(common.top_k),
         limits,
+        min_prob: common.min_prob,
     };
     let mut session = Session::new(encoder, Arc::new(classifier), options)?;
 
@@ -220,7 +228,12 @@ fn classify(
                 Some(false) => "  WRONG",
                 None => "",
             };
-            bar.suspend(|| println!("{}\t{}{}", path.display(), shown.join(" | "), mark));
+            let unknown = if record.unknown {
+                "unknown (below --min-prob): "
+            } else {
+                ""
+            };
+            bar.suspend(|| println!("{}\t{unknown}{}{}", path.display(), shown.join(" | "), mark));
         }
     });
     bar.finish_and_clear();
@@ -242,6 +255,17 @@ fn classify(
             "; accuracy {}/{} = {acc:.1}% (images in folders named after a class)",
             summary.correct, summary.known
         );
+    }
+    if let Some(p) = common.min_prob {
+        line += &format!("; {} unknown (best probability below {p})", summary.unknown);
+        if summary.known_accepted > 0 {
+            line += &format!(
+                ", accuracy of the rest {}/{} = {:.1}%",
+                summary.correct_accepted,
+                summary.known_accepted,
+                100.0 * summary.correct_accepted as f64 / summary.known_accepted as f64
+            );
+        }
     }
     if summary.classified > 0 {
         let m = &summary.mean_ms;

@@ -50,6 +50,14 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
         "  scoring     logit scale {}, α {}, β {}",
         h.logit_scale, h.alpha, h.beta
     );
+    match h.temperature {
+        Some(t) => {
+            println!("  calibrated  temperature {t}: probabilities are softmax(logits / {t})")
+        }
+        None => {
+            println!("  calibrated  no (no temperature fitted): probabilities are softmax(logits)")
+        }
+    }
     println!(
         "  encoder     {} (sha256 {})",
         h.encoder.name,

@@ -21,6 +21,8 @@ pub struct PackDraft {
     text_classifier: Option<Vec<f32>>,
     /// α, β and the logit scale stored in the pack.
     pub params: AdapterParams,
+    /// The temperature of calibrated probabilities, fitted for these keys and `params`.
+    pub temperature: Option<f32>,
     pub encoder: EncoderId,
     pub provenance: Provenance,
 }
@@ -82,6 +84,7 @@ impl PackDraft {
             class_names,
             text_classifier,
             params,
+            temperature: None,
             encoder,
             provenance,
         })
@@ -105,6 +108,7 @@ impl PackDraft {
             class_names: c.class_names.to_vec(),
             text_classifier: c.text_classifier.map(<[f32]>::to_vec),
             params: pack.params(),
+            temperature: pack.temperature(),
             encoder: c.encoder.clone(),
             provenance: c.provenance.clone(),
         }
@@ -181,6 +185,7 @@ impl PackDraft {
             logit_scale: self.params.logit_scale,
             alpha: self.params.alpha,
             beta: self.params.beta,
+            temperature: self.temperature,
             encoder: &self.encoder,
             provenance: &self.provenance,
         }

@@ -1,4 +1,4 @@
-//! The v1 byte layout (FORMAT.md is the specification): constants, field offsets, section ids,
+//! The byte layout, versions 1 and 2 (FORMAT.md is the specification): constants, field offsets, section ids,
 //! and the decoding of the fixed header and the section table. Decoding here only reads; what a
 //! value must satisfy is decided in `verify`.
 
@@ -6,8 +6,12 @@ use crate::kernel::KeyDtype;
 
 /// First 8 bytes of every pack.
 pub const MAGIC: [u8; 8] = *b"TIPEPACK";
-/// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The newest format version this build writes and reads: 2 adds the temperature of calibrated
+/// probabilities. A pack without a temperature is written as version 1, byte for byte what
+/// earlier builds wrote and read.
+pub const VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const FIRST_VERSION: u32 = 1;
 /// Written as a little-endian u32: the bytes `4D 3C 2B 1A` on disk.
 pub const ENDIAN_MARKER: u32 = 0x1A2B_3C4D;
 /// Bytes of the fixed header; the section table follows it.
@@ -41,7 +45,8 @@ pub(crate) mod at {
     pub const LOGIT_SCALE: usize = 48;
     pub const ALPHA: usize = 52;
     pub const BETA: usize = 56;
-    pub const RESERVED0: usize = 60;
+    /// Version 2: the temperature T (f32); reserved (zero) in version 1.
+    pub const TEMPERATURE: usize = 60;
     pub const ENCODER_SHA256: usize = 64;
     pub const ENCODER_NAME: usize = 96;
     pub const SHOTS: usize = 160;
@@ -166,7 +171,8 @@ pub(crate) struct RawHeader {
     pub logit_scale: f32,
     pub alpha: f32,
     pub beta: f32,
-    pub reserved0: u32,
+    /// Bits of the temperature (version 2) or reserved zero (version 1).
+    pub temperature_bits: u32,
     pub encoder_sha256: [u8; 32],
     pub encoder_name: [u8; ENCODER_NAME_LEN],
     pub shots: u32,
@@ -200,7 +206,7 @@ impl RawHeader {
             logit_scale: f32_at(b, at::LOGIT_SCALE),
             alpha: f32_at(b, at::ALPHA),
             beta: f32_at(b, at::BETA),
-            reserved0: u32_at(b, at::RESERVED0),
+            temperature_bits: u32_at(b, at::TEMPERATURE),
             encoder_sha256,
             encoder_name,
             shots: u32_at(b, at::SHOTS),

@@ -207,6 +207,16 @@ impl fmt::Display for Inspection {
             "logit scale      {}   alpha {}   beta {}",
             h.logit_scale, h.alpha, h.beta
         )?;
+        match h.temperature {
+            Some(t) => writeln!(
+                f,
+                "calibration      temperature {t}: probabilities are softmax(logits / {t})"
+            )?,
+            None => writeln!(
+                f,
+                "calibration      none (no temperature fitted): probabilities are softmax(logits)"
+            )?,
+        }
         writeln!(
             f,
             "provenance       {} shots, {} augmentation epochs, seed {}, tool '{}', created {} (unix)",

@@ -24,7 +24,8 @@ mod writer;
 
 pub use draft::PackDraft;
 pub use format::{
-    SectionId, ALIGN, ENCODER_NAME_LEN, HEADER_LEN, MAGIC, MAX_DIM, TOOL_VERSION_LEN, VERSION,
+    SectionId, ALIGN, ENCODER_NAME_LEN, FIRST_VERSION, HEADER_LEN, MAGIC, MAX_DIM,
+    TOOL_VERSION_LEN, VERSION,
 };
 pub use inspect::{inspect, inspect_bytes, ChecksumStatus, ClassInfo, Inspection, SectionInfo};
 pub use reader::Pack;
@@ -124,6 +125,10 @@ pub struct Header {
     pub alpha: f32,
     /// Tip-Adapter's sharpness β.
     pub beta: f32,
+    /// The temperature T of calibrated probabilities, `softmax(logits / T)`, fitted on a
+    /// validation split (version 2); `None` in a version 1 pack: probabilities are
+    /// `softmax(logits)`.
+    pub temperature: Option<f32>,
     pub encoder: EncoderId,
     pub provenance: Provenance,
 }
@@ -157,6 +162,8 @@ pub struct PackContents<'a> {
     pub logit_scale: f32,
     pub alpha: f32,
     pub beta: f32,
+    /// The temperature of calibrated probabilities; `Some` makes the pack version 2.
+    pub temperature: Option<f32>,
     pub encoder: &'a EncoderId,
     pub provenance: &'a Provenance,
 }

@@ -144,6 +144,10 @@ impl Pack {
     pub fn params(&self) -> AdapterParams {
         self.layout.header.params()
     }
+    /// The temperature of calibrated probabilities, if the pack has one (version 2).
+    pub fn temperature(&self) -> Option<f32> {
+        self.layout.header.temperature
+    }
     pub fn encoder(&self) -> &EncoderId {
         &self.layout.header.encoder
     }
@@ -209,6 +213,7 @@ impl Pack {
             logit_scale: h.logit_scale,
             alpha: h.alpha,
             beta: h.beta,
+            temperature: h.temperature,
             encoder: &h.encoder,
             provenance: &h.provenance,
         }

@@ -7,7 +7,7 @@
 
 use super::format::{
     self, align_up, header_crc, RawEntry, RawHeader, SectionId, ENCODER_NAME_LEN, ENDIAN_MARKER,
-    ENTRY_LEN, HEADER_LEN, MAGIC, MAX_DIM, MAX_SECTIONS, TOOL_VERSION_LEN, VERSION,
+    ENTRY_LEN, FIRST_VERSION, HEADER_LEN, MAGIC, MAX_DIM, MAX_SECTIONS, TOOL_VERSION_LEN, VERSION,
 };
 use super::{EncoderId, Expect, Header, Provenance};
 use crate::kernel::{KeyData, KeyDtype};
@@ -96,9 +96,9 @@ pub(crate) fn read_table(b: &[u8]) -> Result<(RawHeader, Vec<RawEntry>), String>
         ));
     }
     let raw = RawHeader::decode(b);
-    if raw.version != VERSION {
+    if !(FIRST_VERSION..=VERSION).contains(&raw.version) {
         return Err(format!(
-            "header: format version {} is not supported (this build reads version {VERSION})",
+            "header: format version {} is not supported (this build reads versions {FIRST_VERSION} to {VERSION})",
             raw.version
         ));
     }
@@ -114,8 +114,8 @@ pub(crate) fn read_table(b: &[u8]) -> Result<(RawHeader, Vec<RawEntry>), String>
     }
     if raw.header_len as usize != HEADER_LEN {
         return Err(format!(
-            "header: header length is {}, version {VERSION} has {HEADER_LEN}",
-            raw.header_len
+            "header: header length is {}, version {} has {HEADER_LEN}",
+            raw.header_len, raw.version
         ));
     }
     let count = raw.section_count as usize;
@@ -168,8 +168,16 @@ pub(crate) fn decode_header(raw: &RawHeader, strict: bool) -> Result<Header, Str
                 return Err(format!("header: {what} is {v} (must be finite)"));
             }
         }
-        if raw.reserved0 != 0 || !raw.reserved1_zero {
+        if (raw.version == 1 && raw.temperature_bits != 0) || !raw.reserved1_zero {
             return Err("header: reserved bytes are not zero".into());
+        }
+        if raw.version >= 2 {
+            let t = f32::from_bits(raw.temperature_bits);
+            if !(t.is_finite() && t > 0.0) {
+                return Err(format!(
+                    "header: temperature is {t} (must be a finite positive number)"
+                ));
+            }
         }
     }
     Ok(Header {
@@ -182,6 +190,7 @@ pub(crate) fn decode_header(raw: &RawHeader, strict: bool) -> Result<Header, Str
         logit_scale: raw.logit_scale,
         alpha: raw.alpha,
         beta: raw.beta,
+        temperature: (raw.version >= 2).then(|| f32::from_bits(raw.temperature_bits)),
         encoder: EncoderId {
             name,
             sha256: raw.encoder_sha256,

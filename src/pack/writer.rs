@@ -3,7 +3,7 @@
 
 use super::format::{
     self, align_up, at, header_crc, AlignedBytes, RawEntry, SectionId, ENDIAN_MARKER, ENTRY_LEN,
-    HEADER_LEN, MAGIC, VERSION,
+    FIRST_VERSION, HEADER_LEN, MAGIC, VERSION,
 };
 use super::verify::{self, data_start};
 use super::{Expect, Pack, PackContents};
@@ -32,17 +32,21 @@ pub fn write_pack(path: impl AsRef<Path>, c: &PackContents<'_>) -> Result<()> {
     write_atomically(path, bytes.as_slice())
 }
 
-/// Writes a copy of `pack` to `path` with new α and β (what `tune` installs). `path` may be
-/// the pack's own file: the open mapping keeps reading the old inode.
+/// Writes a copy of `pack` to `path` with new α and β and the temperature fitted for them
+/// (what `tune` installs; `None` writes a version 1 pack: a temperature belongs to the α/β it
+/// was fitted with). `path` may be the pack's own file: the open mapping keeps reading the old
+/// inode.
 pub fn write_with_alpha_beta(
     pack: &Pack,
     path: impl AsRef<Path>,
     alpha: f32,
     beta: f32,
+    temperature: Option<f32>,
 ) -> Result<()> {
     let mut c = pack.contents();
     c.alpha = alpha;
     c.beta = beta;
+    c.temperature = temperature;
     write_pack(path, &c)
 }
 
@@ -134,6 +138,13 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
         ));
     }
     verify::check_string_fields(&c.encoder.name, &c.provenance.tool_version)?;
+    if let Some(t) = c.temperature {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(format!(
+                "header: temperature is {t} (must be a finite positive number)"
+            ));
+        }
+    }
 
     // Layout: sections in id order, each at the next multiple of ALIGN.
     let names_len: usize = c.class_names.iter().map(|n| n.len() + 1).sum();
@@ -202,7 +213,13 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
         e.encode(&mut b[o..o + ENTRY_LEN]);
     }
     b[at::MAGIC..at::MAGIC + 8].copy_from_slice(&MAGIC);
-    put_u32(b, at::VERSION, VERSION);
+    // A pack without a temperature is version 1, as earlier builds wrote it.
+    let version = if c.temperature.is_some() {
+        VERSION
+    } else {
+        FIRST_VERSION
+    };
+    put_u32(b, at::VERSION, version);
     put_u32(b, at::ENDIAN, ENDIAN_MARKER);
     put_u32(b, at::HEADER_LEN, HEADER_LEN as u32);
     put_u32(b, at::SECTION_COUNT, placed.len() as u32);
@@ -214,6 +231,7 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
     put_f32(b, at::LOGIT_SCALE, c.logit_scale);
     put_f32(b, at::ALPHA, c.alpha);
     put_f32(b, at::BETA, c.beta);
+    put_f32(b, at::TEMPERATURE, c.temperature.unwrap_or(0.0));
     b[at::ENCODER_SHA256..at::ENCODER_SHA256 + 32].copy_from_slice(&c.encoder.sha256);
     let name = c.encoder.name.as_bytes();
     b[at::ENCODER_NAME..at::ENCODER_NAME + name.len()].copy_from_slice(name);

@@ -149,7 +149,7 @@ pub fn tune(
     let model = TipAdapter::new(pack.keys(), pack.text_classifier(), before)?;
     let tuned = tune_model(&model, &val.features, &val.labels, request.grid, progress)?;
     let t_search = t1.elapsed().as_secs_f64();
-    write_with_alpha_beta(&pack, request.out, tuned.alpha, tuned.beta)?;
+    write_with_alpha_beta(&pack, request.out, tuned.alpha, tuned.beta, None)?;
     Ok(TuneReport {
         pack: request.out.to_path_buf(),
         alpha: tuned.alpha,
