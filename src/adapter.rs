@@ -226,6 +226,41 @@ impl<'a> TipAdapter<'a> {
     }
 }
 
+impl TipAdapter<'_> {
+    /// The logits of any number of unit-norm features (`n × dim` in, `n × n_classes` out), in
+    /// batches of [`MAX_BATCH`]; the zero-shot term alone when `zero_shot_only`. Allocating
+    /// convenience for offline work (evaluation, calibration).
+    pub fn logits_all(
+        &self,
+        kernel: &Kernel,
+        features: &[f32],
+        zero_shot_only: bool,
+    ) -> Result<Vec<f32>> {
+        let (dim, nc) = (self.dim(), self.n_classes());
+        if !features.len().is_multiple_of(dim) {
+            return Err(Error::Invalid(format!(
+                "{} feature values are not whole features of dimension {dim}",
+                features.len()
+            )));
+        }
+        let mut scratch = ScoreScratch::new(dim, nc);
+        let mut out = vec![0f32; features.len() / dim * nc];
+        for (q, o) in features
+            .chunks(MAX_BATCH * dim)
+            .zip(out.chunks_mut(MAX_BATCH * nc))
+        {
+            if zero_shot_only {
+                for (f, o) in q.chunks_exact(dim).zip(o.chunks_exact_mut(nc)) {
+                    self.zero_shot(f, o);
+                }
+            } else {
+                self.logits_batch(kernel, &mut scratch, q, o)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Work buffers for scoring one model shape (dimension, class count): the kernel's scratch and
 /// the per-class sums of a batch. Allocated once; a caller that scores on several threads keeps
 /// one per thread.
@@ -265,17 +300,16 @@ pub fn top_k(logits: &[f32], k: usize) -> heapless::Vec<Scored, MAX_TOP_K> {
 }
 
 /// [`top_k`] with calibrated probabilities `softmax(logits / temperature)` (temperature > 0;
-/// the ranking does not depend on it).
+/// the ranking does not depend on it). The probabilities are those of
+/// [`softmax_with_temperature`], bit for bit.
 pub fn top_k_at(logits: &[f32], k: usize, temperature: f32) -> heapless::Vec<Scored, MAX_TOP_K> {
     let mut best: heapless::Vec<Scored, MAX_TOP_K> = heapless::Vec::new();
     let k = k.min(MAX_TOP_K).min(logits.len());
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let weight = |l: f32| ((l - max) / temperature).exp();
-    let denom: f32 = logits.iter().map(|&l| weight(l)).sum();
+    if k == 0 {
+        return best;
+    }
+    let softmax = Softmax::new(logits, temperature);
     for (i, &l) in logits.iter().enumerate() {
-        if k == 0 {
-            break;
-        }
         let pos = best.iter().position(|b| l > b.logit).unwrap_or(best.len());
         if pos < k {
             if best.len() == k {
@@ -287,12 +321,50 @@ pub fn top_k_at(logits: &[f32], k: usize, temperature: f32) -> heapless::Vec<Sco
                 Scored {
                     class: i,
                     logit: l,
-                    prob: weight(l) / denom,
+                    prob: softmax.prob(l),
                 },
             );
         }
     }
     best
+}
+
+/// `softmax(row / T)` of one row into `out` (same length): the row's maximum subtracted,
+/// computed in f64, written as f32. Allocates nothing. `temperature` must be finite and
+/// positive, the logits finite. Panics when `out.len() != row.len()`.
+pub fn softmax_with_temperature(row: &[f32], temperature: f32, out: &mut [f32]) {
+    assert_eq!(
+        row.len(),
+        out.len(),
+        "softmax_with_temperature: {} logits into {} probabilities",
+        row.len(),
+        out.len()
+    );
+    let softmax = Softmax::new(row, temperature);
+    for (p, &z) in out.iter_mut().zip(row) {
+        *p = softmax.prob(z);
+    }
+}
+
+/// One row's softmax at `s = 1/T`: `p(z) = exp(s·(z − max)) / Σ exp(s·(z_c − max))` in f64,
+/// so no `exp` overflows and tiny temperatures (an image-only cache's T ≈ 1e-3) lose nothing.
+struct Softmax {
+    max: f64,
+    s: f64,
+    sum: f64,
+}
+
+impl Softmax {
+    fn new(row: &[f32], temperature: f32) -> Softmax {
+        let s = 1.0 / f64::from(temperature);
+        let max = f64::from(row.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        let sum = row.iter().map(|&z| ((f64::from(z) - max) * s).exp()).sum();
+        Softmax { max, s, sum }
+    }
+
+    fn prob(&self, z: f32) -> f32 {
+        (((f64::from(z) - self.max) * self.s).exp() / self.sum) as f32
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use serde::ser::SerializeMap;
 
-use crate::adapter::{ScoreScratch, TipAdapter};
+use crate::adapter::TipAdapter;
 use crate::encoder::ImageEncoder;
 use crate::error::{Error, Result};
-use crate::kernel::{Kernel, MAX_BATCH};
+use crate::kernel::Kernel;
 use crate::pack::Pack;
 use crate::preprocess::DecodeLimits;
 use crate::progress::Progress;
@@ -111,26 +111,10 @@ impl EvalReport {
     }
 }
 
-/// Logits of `model` for every feature (`n × dim`), in batches; the zero-shot term alone when
+/// Logits of `model` for every feature (`n × dim`); the zero-shot term alone when
 /// `zero_shot_only`.
 fn logits_of(model: &TipAdapter<'_>, features: &[f32], zero_shot_only: bool) -> Result<Vec<f32>> {
-    let (dim, nc) = (model.dim(), model.n_classes());
-    let kernel = Kernel::detect();
-    let mut scratch = ScoreScratch::new(dim, nc);
-    let mut out = vec![0f32; features.len() / dim * nc];
-    for (q, o) in features
-        .chunks(MAX_BATCH * dim)
-        .zip(out.chunks_mut(MAX_BATCH * nc))
-    {
-        if zero_shot_only {
-            for (f, o) in q.chunks_exact(dim).zip(o.chunks_exact_mut(nc)) {
-                model.zero_shot(f, o);
-            }
-        } else {
-            model.logits_batch(&kernel, &mut scratch, q, o)?;
-        }
-    }
-    Ok(out)
+    model.logits_all(&Kernel::detect(), features, zero_shot_only)
 }
 
 /// `tipedge eval` (see the module documentation).

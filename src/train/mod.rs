@@ -5,6 +5,8 @@
 //! - [`search`]: the official α/β grid search; [`tune`]: `tipedge tune`;
 //! - [`finetune`]: Tip-Adapter-F (closed-form gradient, PyTorch's AdamW); [`finetune_pack`]:
 //!   `tipedge finetune`;
+//! - [`calibration`]: the temperature of calibrated probabilities (fitted by `tune` and
+//!   `finetune`), NLL / Brier / ECE and the reject option's coverage (`tipedge eval`);
 //! - [`metrics`], [`evaluate`]: `tipedge eval`;
 //! - [`features`]: the store of encoded validation / test features.
 //!
@@ -13,6 +15,7 @@
 
 #[cfg(feature = "runtime")]
 pub mod build;
+pub mod calibration;
 #[cfg(feature = "runtime")]
 pub mod evaluate;
 #[cfg(feature = "runtime")]
