@@ -427,6 +427,14 @@ fn few_shot_workflow_build_tune_finetune_eval() {
     let info = run_ok(bin().args(["inspect", "--json"]).arg(&tuned));
     assert!((info["alpha"].as_f64().unwrap() - alpha).abs() < 1e-6);
     assert!((info["beta"].as_f64().unwrap() - beta).abs() < 1e-6);
+    // The temperature fitted at the chosen α/β is in the pack, and it lowered the val NLL.
+    let cal = &t["calibration"];
+    let temperature = cal["temperature"].as_f64().expect("a temperature");
+    assert!(temperature > 0.0, "{cal}");
+    assert!(cal["val_nll_after"].as_f64().unwrap() <= cal["val_nll_before"].as_f64().unwrap());
+    assert!(cal["refused"].is_null());
+    assert_eq!(info["temperature"].as_f64().unwrap(), temperature);
+    assert_eq!(info["version"], 2);
 
     let ft = dir.path().join("ft.pack");
     let mut c = bin();
@@ -449,6 +457,7 @@ fn few_shot_workflow_build_tune_finetune_eval() {
     assert_eq!(f["n_shots"], 6);
     assert_eq!(f["key_dtype"], "int8");
     assert!(f["max_key_change"].as_f64().unwrap() > 0.0, "{f}");
+    let ft_temperature = f["calibration"]["temperature"].as_f64().expect("{f}");
     let lrs: Vec<f64> = f["epochs"]
         .as_array()
         .unwrap()
@@ -488,7 +497,27 @@ fn few_shot_workflow_build_tune_finetune_eval() {
     assert_eq!(total, 48);
     assert_eq!(e["per_class"].as_array().unwrap().len(), 3);
     let img = image::open(&png).unwrap();
-    assert!(img.width() >= 800 && img.height() >= 400);
+    assert!(img.width() >= 800 && img.height() >= 800);
+    // Calibration of the headline (fine-tuned) pack: its temperature, the measures before and
+    // after, the reject option from "accept all" (coverage 1, accuracy = top-1) downwards.
+    let cal = &e["calibration"];
+    assert_eq!(cal["temperature"].as_f64().unwrap(), ft_temperature);
+    for m in ["uncalibrated", "calibrated"] {
+        let ece = cal[m]["ece"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&ece), "{m}: {ece}");
+        assert!(cal[m]["nll"].as_f64().unwrap() > 0.0);
+        assert_eq!(cal[m]["bins"].as_array().unwrap().len(), 15);
+    }
+    let coverage = cal["coverage"].as_array().unwrap();
+    assert_eq!(coverage[0]["min_prob"], 0.0);
+    assert_eq!(coverage[0]["coverage"], 1.0);
+    let top1 = e["top1"].as_f64().unwrap();
+    assert!((100.0 * coverage[0]["accuracy"].as_f64().unwrap() - top1).abs() < 1e-9);
+    let accepted: Vec<u64> = coverage
+        .iter()
+        .map(|p| p["accepted"].as_u64().unwrap())
+        .collect();
+    assert!(accepted.windows(2).all(|w| w[1] <= w[0]), "{accepted:?}");
 
     // The query features were stored by eval: a second eval encodes nothing.
     let mut c = bin();
@@ -646,4 +675,107 @@ fn json_failures_are_error_records() {
         common::fixture("clip-tiny").to_str().unwrap(),
     ]);
     assert_eq!(json_lines(&out.stdout)[0]["type"], "model_info");
+}
+
+/// Calibration's edges on the command line: `tune --no-calibration` writes a pack without a
+/// temperature (format version 1, as before calibration existed); a validation split of one
+/// class cannot fit one, and tune says so on one line and keeps T = 1; `classify --min-prob`
+/// outside (0, 1) is refused on one line.
+#[test]
+fn tune_calibration_edges_and_min_prob_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::fixture("clip-tiny");
+    let example = common::repo("examples/textile");
+    let store = dir.path().join("features");
+    let bin = || Command::new(env!("CARGO_BIN_EXE_tipedge"));
+    let pack = dir.path().join("t.pack");
+    let mut c = bin();
+    c.args([
+        "cache",
+        "build",
+        "--json",
+        "-k",
+        "1",
+        "--augment-epochs",
+        "1",
+    ])
+    .args(["--created", "0", "--model"])
+    .arg(&model)
+    .arg("--shots")
+    .arg(example.join("shots"))
+    .arg("--out")
+    .arg(&pack);
+    run_ok(&mut c);
+    let tune = |val: &Path, out: &Path, extra: &[&str]| {
+        let mut c = bin();
+        c.args(["tune", "--json"])
+            .args(extra)
+            .arg("--model")
+            .arg(&model)
+            .arg("--pack")
+            .arg(&pack)
+            .arg("--val")
+            .arg(val)
+            .arg("--out")
+            .arg(out)
+            .arg("--features")
+            .arg(&store);
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        (json_lines(&out.stdout).pop().unwrap(), text(&out.stderr))
+    };
+
+    let plain = dir.path().join("plain.pack");
+    let (t, _) = tune(&example.join("val"), &plain, &["--no-calibration"]);
+    assert!(t["calibration"].is_null(), "{t}");
+    let info = run_ok(bin().args(["inspect", "--json"]).arg(&plain));
+    assert!(info["temperature"].is_null());
+    assert_eq!(info["version"], 1);
+
+    // One class only: the val split's nominal images.
+    let one = dir.path().join("val-one");
+    std::fs::create_dir_all(one.join("nominal")).unwrap();
+    for e in std::fs::read_dir(example.join("val/nominal")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), one.join("nominal").join(e.file_name())).unwrap();
+    }
+    let out = dir.path().join("one.pack");
+    let (t, stderr) = tune(&one, &out, &[]);
+    let refused = t["calibration"]["refused"].as_str().expect("a reason");
+    assert!(
+        refused.contains("too small to fit a temperature"),
+        "{refused}"
+    );
+    assert!(t["calibration"]["temperature"].is_null());
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("keeping T = 1"))
+        .unwrap_or_else(|| panic!("no note on stderr: {stderr}"));
+    assert!(line.contains("at least 2 classes"), "{line}");
+    assert!(run_ok(bin().args(["inspect", "--json"]).arg(&out))["temperature"].is_null());
+
+    let image = example
+        .join("query/nominal")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for bad in ["0", "1", "1.5", "-0.2", "NaN"] {
+        let out = bin()
+            .args(["classify", "--min-prob", bad, "--model"])
+            .arg(&model)
+            .arg("--pack")
+            .arg(&plain)
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--min-prob {bad}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("strictly between 0 and 1") && err.trim().lines().count() == 1,
+            "--min-prob {bad}: {err}"
+        );
+    }
 }

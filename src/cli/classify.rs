@@ -80,7 +80,7 @@ struct CommonArgs {
     /// class. Probabilities are the pack's calibrated ones when `tipedge tune` fitted a
     /// temperature (see `tipedge inspect`); choose P from `tipedge eval`'s accuracy/coverage
     /// table on a validation split.
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     min_prob: Option<f32>,
     /// How many of the best classes to show per image (at most 16).
     #[arg(short = 'k', long, default_value_t = 3,
@@ -223,10 +223,13 @@ fn classify(
                 .iter()
                 .map(|l| format!("{} {:.3}", l.label, l.prob))
                 .collect();
-            let mark = match record.correct {
-                Some(true) => "  ok",
-                Some(false) => "  WRONG",
-                None => "",
+            let mark = match (record.correct, record.unknown) {
+                (Some(true), false) => "  ok",
+                (Some(false), false) => "  WRONG",
+                // Rejected: whether the rejection saved a mistake or cost a right answer.
+                (Some(true), true) => "  (top class right)",
+                (Some(false), true) => "  (top class wrong)",
+                (None, _) => "",
             };
             let unknown = if record.unknown {
                 "unknown (below --min-prob): "

@@ -166,6 +166,17 @@ impl FeatureStoreArgs {
     }
 }
 
+/// Whether `tune` / `finetune` fit the temperature of calibrated probabilities.
+#[derive(Args, Debug, Clone)]
+pub struct CalibrationArgs {
+    /// Do not fit a temperature: the pack's probabilities stay softmax(logits), as in the
+    /// official Tip-Adapter (and the pack is written as format version 1). By default T is
+    /// fitted on the validation split at the chosen α/β, minimising its negative
+    /// log-likelihood, so that a probability of 0.9 is right about 9 times in 10.
+    #[arg(long)]
+    pub no_calibration: bool,
+}
+
 /// The search grid's extent.
 #[derive(Args, Debug, Clone)]
 pub struct GridArgs {

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tipedge::encoder::ModelPaths;
-use tipedge::train::evaluate::{evaluate, EvalRequest};
+use tipedge::train::calibration::CalibrationMetrics;
+use tipedge::train::evaluate::{evaluate, EvalReport, EvalRequest};
 
 use super::common::{
     load_image_encoder, print_json, Bars, FeatureStoreArgs, GridArgs, RuntimeArgs,
@@ -19,7 +20,15 @@ use super::{EXIT_OK, EXIT_SOME_FAILED};
 /// The headline numbers (top1, top5, per_class, confusion) are those of the last method
 /// available: Tip-Adapter-F if given, else Tip-Adapter. --plot draws the confusion matrix and
 /// the accuracy of every α/β of the search grid on this split, with the pack's α/β marked
-/// (that point was chosen on the validation split; the surface shows how much it mattered).
+/// (that point was chosen on the validation split; the surface shows how much it mattered),
+/// the reliability diagram (accuracy against confidence in 15 bins, before and after the
+/// pack's temperature) and the reject option's accuracy and coverage against --min-prob.
+///
+/// Calibration: the negative log-likelihood, the Brier score and the expected calibration
+/// error (15 equal bins, as Guo et al. 2017) of softmax(logits) and of softmax(logits / T)
+/// with the pack's temperature T (fitted by tune / finetune); then, for thresholds P from 0
+/// to 0.999, the share of images whose top probability reaches P (coverage) and the accuracy
+/// among them: pick classify's --min-prob from it on a validation split.
 ///
 /// Example:
 ///   tipedge eval --model models/fixtures/efficientnet-lite0 --pack textile.pack \
@@ -39,7 +48,8 @@ pub struct EvalArgs {
     /// Test split: a folder with one sub-folder per class, or a split file.
     #[arg(long)]
     test: PathBuf,
-    /// Draw the confusion matrix and the α/β accuracy surface into this PNG.
+    /// Draw the confusion matrix, the α/β accuracy surface, the reliability diagram and the
+    /// reject option's accuracy / coverage into this PNG.
     #[arg(long, value_name = "PNG")]
     plot: Option<PathBuf>,
     #[command(flatten)]
@@ -68,7 +78,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     };
     let mut r = evaluate(&encoder, &request, &mut Bars::new(args.json))?;
     if let (Some(png), Some(surface)) = (&args.plot, &r.surface) {
-        draw_report(png, &r.classes, r.headline(), r.method, surface)?;
+        draw_report(
+            png,
+            &r.classes,
+            r.headline(),
+            r.method,
+            surface,
+            &r.calibration,
+        )?;
         if !args.json {
             eprintln!("plot: {}", png.display());
         }
@@ -92,6 +109,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
                 m.name, m.metrics.top1, m.metrics.top5
             );
         }
+        print_calibration(&r);
         println!("\nper class ({}):", r.method);
         for c in &headline.per_class {
             println!(
@@ -113,4 +131,52 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     } else {
         EXIT_SOME_FAILED
     })
+}
+
+/// The calibration table and the reject option's accuracy / coverage.
+fn print_calibration(r: &EvalReport) {
+    let c = &r.calibration;
+    match c.temperature {
+        Some(t) => println!(
+            "\ncalibration ({}, temperature T = {t:.4e} from the pack):",
+            r.method
+        ),
+        None => println!(
+            "\ncalibration ({}; the pack has no temperature: `tipedge tune` fits one):",
+            r.method
+        ),
+    }
+    println!(
+        "  {:<16} {:>8} {:>8} {:>8}",
+        "probabilities", "NLL", "Brier", "ECE"
+    );
+    let row = |name: &str, m: &CalibrationMetrics| {
+        println!(
+            "  {name:<16} {:>8.4} {:>8.4} {:>8.4}",
+            m.nll, m.brier, m.ece
+        )
+    };
+    row("softmax(z)", &c.uncalibrated);
+    if let Some(m) = &c.calibrated {
+        row("softmax(z / T)", m);
+    }
+    println!(
+        "\nreject option (--min-prob P: below P the answer is unknown; {} probabilities):",
+        if c.calibrated.is_some() {
+            "calibrated"
+        } else {
+            "uncalibrated"
+        }
+    );
+    println!("  {:>6} {:>9} {:>9}", "P", "coverage", "accuracy");
+    for p in &c.coverage {
+        println!(
+            "  {:>6.3} {:>8.1}% {:>8.1}%  ({} of {} accepted)",
+            p.min_prob,
+            100.0 * p.coverage,
+            100.0 * p.accuracy,
+            p.accepted,
+            r.n_images
+        );
+    }
 }

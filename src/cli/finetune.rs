@@ -10,12 +10,14 @@ use tipedge::train::finetune::FinetuneConfig;
 use tipedge::train::finetune_pack::{finetune_pack, FinetuneRequest};
 
 use super::common::{
-    load_image_encoder, now_unix, print_json, Bars, FeatureStoreArgs, GridArgs, RuntimeArgs,
+    load_image_encoder, now_unix, print_json, Bars, CalibrationArgs, FeatureStoreArgs, GridArgs,
+    RuntimeArgs,
 };
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 /// Tip-Adapter-F: fine-tune the pack's cache keys on the shots, pick the best epoch on a
-/// validation split, search α/β again, and write a new pack.
+/// validation split, search α/β again, fit the temperature of calibrated probabilities for the
+/// keys as stored (see `tipedge tune --help`), and write a new pack.
 ///
 /// As the official run_tip_adapter_F: the keys are trainable and the values (labels) frozen;
 /// the loss is the cross-entropy of the Tip-Adapter logits (logit scale 100) at the initial
@@ -78,6 +80,8 @@ pub struct FinetuneArgs {
     keys: Option<KeyDtype>,
     #[command(flatten)]
     grid: GridArgs,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
     /// Print one JSON object (per-epoch loss and validation accuracy, chosen epoch, α/β,
     /// timings) instead of text; no progress bars.
     #[arg(long)]
@@ -112,6 +116,7 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<i32> {
         grid: &grid,
         store: store.as_deref(),
         limits: args.runtime.limits(),
+        calibrate: !args.calibration.no_calibration,
         created_unix: now_unix(),
     };
     let mut bars = Bars::new(args.json);

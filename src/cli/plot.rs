@@ -1,17 +1,19 @@
-//! `tipedge eval --plot`: one PNG with the confusion matrix and the α/β accuracy surface,
-//! drawn with plotters into an RGB buffer (bundled font, no system fonts) and saved as PNG.
+//! `tipedge eval --plot`: one PNG with four panels — the confusion matrix, the α/β accuracy
+//! surface, the reliability diagram and the reject option's accuracy / coverage — drawn with
+//! plotters into an RGB buffer (bundled font, no system fonts) and saved as PNG.
 
 use std::path::Path;
 
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
-use tipedge::train::evaluate::Surface;
+use tipedge::train::calibration::CalibrationMetrics;
+use tipedge::train::evaluate::{EvalCalibration, Surface};
 use tipedge::train::metrics::Metrics;
 
 const FONT: &[u8] = include_bytes!("fonts/DejaVuSansMono.ttf");
 const FAMILY: &str = "tipedge-mono";
 const W: u32 = 1280;
-const H: u32 = 640;
+const H: u32 = 1280;
 
 /// Viridis, sampled at nine points and interpolated.
 fn colour(t: f64) -> RGBColor {
@@ -49,6 +51,7 @@ pub fn draw_report(
     metrics: &Metrics,
     method: &str,
     surface: &Surface,
+    calibration: &EvalCalibration,
 ) -> anyhow::Result<()> {
     // Registering twice is harmless; the font is ours, so failing to parse it is a bug.
     register_font(FAMILY, FontStyle::Normal, FONT).map_err(|_| err("bundled font unreadable"))?;
@@ -56,9 +59,13 @@ pub fn draw_report(
     {
         let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let (left, right) = root.split_horizontally(W / 2);
+        let (top, bottom) = root.split_vertically(H / 2);
+        let (left, right) = top.split_horizontally(W / 2);
         confusion(&left, classes, metrics, method)?;
         alpha_beta(&right, surface)?;
+        let (left, right) = bottom.split_horizontally(W / 2);
+        reliability(&left, calibration, method)?;
+        reject_option(&right, calibration)?;
         root.present().map_err(err)?;
     }
     let img = image::RgbImage::from_raw(W, H, buf).ok_or_else(|| err("buffer size"))?;
@@ -253,5 +260,190 @@ fn alpha_beta<DB: DrawingBackend>(
         .map_err(err)?;
     area.draw_text(&format!("{lo:.1}%"), &t, (cx - 4, y0 + h + 6))
         .map_err(err)?;
+    Ok(())
+}
+
+/// The plot box of the two lower panels, in the panel's pixels: x0, y0, width, height.
+const BOX: (i32, i32, i32, i32) = (80, 90, 440, 400);
+
+/// A point of the unit square in the plot box (y grows upwards).
+fn at(x: f64, y: f64) -> (i32, i32) {
+    let (x0, y0, w, h) = BOX;
+    (
+        x0 + (x.clamp(0.0, 1.0) * w as f64).round() as i32,
+        y0 + h - (y.clamp(0.0, 1.0) * h as f64).round() as i32,
+    )
+}
+
+/// The unit square's frame, a light grid every 0.2 and its tick labels.
+fn unit_axes<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    x_name: &str,
+    y_name: &str,
+) -> anyhow::Result<()> {
+    let (x0, y0, w, h) = BOX;
+    let t = text_style(13);
+    let grid = RGBColor(225, 225, 225);
+    for i in 0..=5 {
+        let v = i as f64 / 5.0;
+        area.draw(&PathElement::new(vec![at(v, 0.0), at(v, 1.0)], grid))
+            .map_err(err)?;
+        area.draw(&PathElement::new(vec![at(0.0, v), at(1.0, v)], grid))
+            .map_err(err)?;
+        let (x, _) = at(v, 0.0);
+        area.draw_text(&format!("{v:.1}"), &t, (x - 12, y0 + h + 6))
+            .map_err(err)?;
+        let (_, y) = at(0.0, v);
+        area.draw_text(&format!("{v:.1}"), &t, (x0 - 34, y - 7))
+            .map_err(err)?;
+    }
+    area.draw(&Rectangle::new([(x0, y0), (x0 + w, y0 + h)], BLACK))
+        .map_err(err)?;
+    area.draw_text(
+        x_name,
+        &t,
+        (x0 + w / 2 - 4 * x_name.chars().count() as i32, y0 + h + 24),
+    )
+    .map_err(err)?;
+    area.draw_text(y_name, &t, (x0 - 70, y0 - 24))
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Reliability diagram: per confidence bin, the accuracy of its images (bars), before the
+/// temperature (grey outlines) and after (filled); a calibrated model's bars meet the diagonal.
+fn reliability<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    c: &EvalCalibration,
+    method: &str,
+) -> anyhow::Result<()> {
+    let title = match &c.calibrated {
+        Some(m) => format!(
+            "reliability, {method}: ECE {:.3} → {:.3} with T = {:.3e}",
+            c.uncalibrated.ece,
+            m.ece,
+            c.temperature.unwrap_or(1.0)
+        ),
+        None => format!(
+            "reliability, {method}: ECE {:.3} (no temperature in the pack)",
+            c.uncalibrated.ece
+        ),
+    };
+    area.draw_text(&title, &text_style(18), (20, 14))
+        .map_err(err)?;
+    unit_axes(area, "confidence (top-1 probability)", "accuracy")?;
+    let bars = |m: &CalibrationMetrics, style: ShapeStyle, inset: f64| -> anyhow::Result<()> {
+        for b in m.bins.iter().filter(|b| b.count > 0) {
+            let w = b.upper - b.lower;
+            let (a, z) = (
+                at(b.lower + inset * w, b.accuracy),
+                at(b.upper - inset * w, 0.0),
+            );
+            area.draw(&Rectangle::new([a, z], style)).map_err(err)?;
+        }
+        Ok(())
+    };
+    let after = RGBColor(44, 114, 142);
+    if let Some(m) = &c.calibrated {
+        bars(m, after.mix(0.85).filled(), 0.08)?;
+        bars(
+            &c.uncalibrated,
+            ShapeStyle::from(&RGBColor(120, 120, 120)).stroke_width(2),
+            0.0,
+        )?;
+    } else {
+        bars(
+            &c.uncalibrated,
+            RGBColor(120, 120, 120).mix(0.8).filled(),
+            0.08,
+        )?;
+    }
+    area.draw(&PathElement::new(
+        vec![at(0.0, 0.0), at(1.0, 1.0)],
+        ShapeStyle::from(&RED).stroke_width(2),
+    ))
+    .map_err(err)?;
+    let (_, y0, _, h) = BOX;
+    let legend = if c.calibrated.is_some() {
+        "grey outline: softmax(z); filled: softmax(z / T); red: perfect calibration"
+    } else {
+        "bars: softmax(z) (uncalibrated); red: perfect calibration"
+    };
+    area.draw_text(legend, &text_style(12), (20, y0 + h + 48))
+        .map_err(err)?;
+    let in_use = c.in_use();
+    area.draw_text(
+        &format!(
+            "NLL {:.4}, Brier {:.4} (15 bins, {} images)",
+            in_use.nll,
+            in_use.brier,
+            in_use.bins.iter().map(|b| b.count).sum::<usize>()
+        ),
+        &text_style(12),
+        (20, y0 + h + 66),
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+/// The reject option: accuracy among the accepted images and the share accepted (coverage)
+/// against the --min-prob threshold.
+fn reject_option<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    c: &EvalCalibration,
+) -> anyhow::Result<()> {
+    area.draw_text(
+        "reject option: --min-prob P, below it \"unknown\"",
+        &text_style(18),
+        (20, 14),
+    )
+    .map_err(err)?;
+    unit_axes(area, "--min-prob P", "share")?;
+    let accuracy = RGBColor(44, 114, 142);
+    let coverage = RGBColor(230, 130, 20);
+    let line = |points: Vec<(i32, i32)>, colour: RGBColor| -> anyhow::Result<()> {
+        for &p in &points {
+            area.draw(&Circle::new(p, 4, colour.filled()))
+                .map_err(err)?;
+        }
+        area.draw(&PathElement::new(
+            points,
+            ShapeStyle::from(&colour).stroke_width(3),
+        ))
+        .map_err(err)?;
+        Ok(())
+    };
+    line(
+        c.coverage
+            .iter()
+            .filter(|p| p.accepted > 0)
+            .map(|p| at(p.min_prob, p.accuracy))
+            .collect(),
+        accuracy,
+    )?;
+    line(
+        c.coverage
+            .iter()
+            .map(|p| at(p.min_prob, p.coverage))
+            .collect(),
+        coverage,
+    )?;
+    let (_, y0, _, h) = BOX;
+    area.draw_text(
+        "blue: accuracy of the accepted images; orange: share accepted (coverage)",
+        &text_style(12),
+        (20, y0 + h + 48),
+    )
+    .map_err(err)?;
+    area.draw_text(
+        if c.calibrated.is_some() {
+            "probabilities as classify prints them: softmax(z / T)"
+        } else {
+            "probabilities as classify prints them: softmax(z) (no temperature)"
+        },
+        &text_style(12),
+        (20, y0 + h + 66),
+    )
+    .map_err(err)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use tipedge::encoder::ModelPaths;
 use tipedge::train::tune::{tune, TuneRequest};
 
 use super::common::{
-    load_image_encoder, print_json, Bars, FeatureStoreArgs, GridArgs, RuntimeArgs,
+    load_image_encoder, print_json, Bars, CalibrationArgs, FeatureStoreArgs, GridArgs, RuntimeArgs,
 };
 use super::EXIT_OK;
 
@@ -16,9 +16,14 @@ use super::EXIT_OK;
 ///
 /// The grid is β = 0.1 + i·(β_max − 0.1)/steps_β for i < steps_β (outer loop) and
 /// α = 0.1 + j·(α_max − 0.1)/steps_α (inner loop); the first point with the strictly best
-/// top-1 accuracy wins, as in the official search_hp. Use a validation split, never the test
-/// split you report. Validation features are kept in the feature store, so a second run (or
-/// finetune / eval on the same images) encodes nothing.
+/// top-1 accuracy wins, as in the official search_hp. At that point it then fits the
+/// temperature T of calibrated probabilities on the same split (one number minimising the
+/// negative log-likelihood, solved exactly; --no-calibration skips it) and stores it in the
+/// pack: classify reports softmax(logits / T), a probability that can be thresholded
+/// (--min-prob). A split too small or with one class keeps T = 1 and says so.
+///
+/// Use a validation split, never the test split you report. Validation features are kept in
+/// the feature store, so a second run (or finetune / eval on the same images) encodes nothing.
 ///
 /// The new pack is written to a temporary file and renamed over --out (default: the pack
 /// itself), so a device reading the pack never sees a half-written file.
@@ -44,6 +49,8 @@ pub struct TuneArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     grid: GridArgs,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
     /// Print one JSON object (chosen α/β, accuracies, timings) instead of text; no progress bars.
     #[arg(long)]
     pub json: bool,
@@ -66,6 +73,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<i32> {
         grid: &grid,
         store: store.as_deref(),
         limits: args.runtime.limits(),
+        calibrate: !args.calibration.no_calibration,
     };
     let r = tune(&encoder, &request, &mut Bars::new(args.json))?;
     if args.json {

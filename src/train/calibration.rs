@@ -18,10 +18,17 @@
 
 use super::search::argmax;
 pub use crate::adapter::softmax_with_temperature;
+use crate::adapter::TipAdapter;
 use crate::error::{Error, Result};
+use crate::kernel::Kernel;
 
 /// Equal-width confidence bins of the expected calibration error, as Guo et al.
 pub const ECE_BINS: usize = 15;
+
+/// The `--min-prob` values `tipedge eval` reports the reject option at.
+pub const COVERAGE_THRESHOLDS: [f64; 13] = [
+    0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999,
+];
 
 /// Fewest images a temperature is fitted on.
 const MIN_IMAGES: usize = 8;
@@ -352,6 +359,62 @@ pub fn coverage_curve(
             }
         })
         .collect())
+}
+
+/// What fitting a model's temperature on a validation split gave (the `calibration` field of
+/// `tune` and `finetune` records): the temperature, or why there is none (probabilities then
+/// stay `softmax(logits)`, T = 1).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "runtime", derive(serde::Serialize))]
+pub struct Calibration {
+    /// The fitted temperature; `None` when the split could not fit one.
+    pub temperature: Option<f32>,
+    /// Mean validation NLL at T = 1 and at the fitted T.
+    pub val_nll_before: Option<f64>,
+    pub val_nll_after: Option<f64>,
+    /// Why no temperature was fitted (one line).
+    pub refused: Option<String>,
+}
+
+/// Fits the temperature of `model` (at its own α/β) on encoded validation features (`n × dim`).
+/// A split the fit refuses (too small, one class, separable, NaN logits, ...) is not an error:
+/// the outcome says why and keeps T = 1.
+pub fn calibrate(
+    model: &TipAdapter<'_>,
+    kernel: &Kernel,
+    features: &[f32],
+    labels: &[u32],
+) -> Result<Calibration> {
+    let logits = model.logits_all(kernel, features, false)?;
+    Ok(match fit_temperature(&logits, labels, model.n_classes()) {
+        Ok(fit) => Calibration {
+            temperature: Some(fit.temperature),
+            val_nll_before: Some(fit.nll_before),
+            val_nll_after: Some(fit.nll_after),
+            refused: None,
+        },
+        Err(e) => Calibration {
+            temperature: None,
+            val_nll_before: None,
+            val_nll_after: None,
+            refused: Some(e.to_string()),
+        },
+    })
+}
+
+impl Calibration {
+    /// One line for a person: the temperature and the NLL it bought, or why T = 1 stays.
+    pub fn describe(&self) -> String {
+        match (self.temperature, self.val_nll_before, self.val_nll_after) {
+            (Some(t), Some(a), Some(b)) => format!(
+                "temperature T = {t:.4e}: validation NLL {a:.4} → {b:.4}; probabilities are softmax(logits / T)"
+            ),
+            _ => format!(
+                "no temperature fitted, keeping T = 1 (uncalibrated probabilities): {}",
+                self.refused.as_deref().unwrap_or("not asked")
+            ),
+        }
+    }
 }
 
 fn invalid(reason: impl Into<String>) -> Error {

@@ -1,5 +1,7 @@
 //! `tipedge eval`: a pack (and its fine-tuned version) scored on a labelled test split, the
-//! methods side by side — zero-shot (CLIP only), cache-only, Tip-Adapter, Tip-Adapter-F.
+//! methods side by side — zero-shot (CLIP only), cache-only, Tip-Adapter, Tip-Adapter-F — and
+//! how far the headline method's probabilities can be trusted (NLL, Brier, ECE before and after
+//! the pack's temperature; the reject option's accuracy / coverage).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,6 +15,9 @@ use crate::kernel::Kernel;
 use crate::pack::Pack;
 use crate::preprocess::DecodeLimits;
 use crate::progress::Progress;
+use crate::train::calibration::{
+    calibration_metrics, coverage_curve, CalibrationMetrics, CoveragePoint, COVERAGE_THRESHOLDS,
+};
 use crate::train::features::encode_labelled;
 use crate::train::metrics::Metrics;
 use crate::train::search::{Grid, GridAccuracy};
@@ -61,6 +66,47 @@ pub struct EvalSeconds {
     pub score: f64,
 }
 
+/// How far the headline method's probabilities are to be trusted on the test split.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalCalibration {
+    /// The headline pack's temperature; `null` when it has none (probabilities are then
+    /// `softmax(logits)`).
+    pub temperature: Option<f32>,
+    /// NLL, Brier score, ECE and reliability bins of `softmax(logits)` (T = 1).
+    pub uncalibrated: CalibrationMetrics,
+    /// The same of `softmax(logits / T)`, when the pack has a temperature.
+    pub calibrated: Option<CalibrationMetrics>,
+    /// The reject option with the probabilities `classify` prints (the pack's T, or 1):
+    /// coverage and accuracy of the accepted images at each `--min-prob` of
+    /// [`COVERAGE_THRESHOLDS`].
+    pub coverage: Vec<CoveragePoint>,
+}
+
+impl EvalCalibration {
+    /// The probabilities `classify` prints: calibrated when the pack has a temperature.
+    pub fn in_use(&self) -> &CalibrationMetrics {
+        self.calibrated.as_ref().unwrap_or(&self.uncalibrated)
+    }
+
+    fn measure(logits: &[f32], labels: &[u32], n_classes: usize, t: Option<f32>) -> Result<Self> {
+        let context = |e: Error| Error::Invalid(format!("calibration: {e}"));
+        let metrics = |t| calibration_metrics(logits, labels, n_classes, t).map_err(context);
+        Ok(EvalCalibration {
+            temperature: t,
+            uncalibrated: metrics(1.0)?,
+            calibrated: t.map(metrics).transpose()?,
+            coverage: coverage_curve(
+                logits,
+                labels,
+                n_classes,
+                t.unwrap_or(1.0),
+                &COVERAGE_THRESHOLDS,
+            )
+            .map_err(context)?,
+        })
+    }
+}
+
 /// The accuracy over an α/β grid on the test split, and the point the pack uses.
 #[derive(Debug, Clone)]
 pub struct Surface {
@@ -82,6 +128,8 @@ pub struct EvalReport {
     pub n_images: usize,
     pub classes: Vec<String>,
     pub methods: Methods,
+    /// Calibration and the reject option of the headline method.
+    pub calibration: EvalCalibration,
     pub alpha: f32,
     pub beta: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,20 +221,28 @@ pub fn evaluate(
         name: "cache_only",
         metrics: metrics(&logits_of(&cache_only, &test.features, false)?)?,
     });
+    let mut headline_logits = logits_of(&tip, &test.features, false)?;
     methods.push(Method {
         name: "tip_adapter",
-        metrics: metrics(&logits_of(&tip, &test.features, false)?)?,
+        metrics: metrics(&headline_logits)?,
     });
     if let Some(f) = &finetuned {
         let tip_f = TipAdapter::new(f.keys(), f.text_classifier(), f.params())?;
+        headline_logits = logits_of(&tip_f, &test.features, false)?;
         methods.push(Method {
             name: "tip_adapter_f",
-            metrics: metrics(&logits_of(&tip_f, &test.features, false)?)?,
+            metrics: metrics(&headline_logits)?,
         });
     }
+    let shown = finetuned.as_ref().unwrap_or(&pack);
+    let calibration = EvalCalibration::measure(
+        &headline_logits,
+        &test.labels,
+        classes.len(),
+        shown.temperature(),
+    )?;
     let t_score = t1.elapsed().as_secs_f64();
 
-    let shown = finetuned.as_ref().unwrap_or(&pack);
     let surface = match request.surface {
         Some(grid) => {
             let model = TipAdapter::new(shown.keys(), shown.text_classifier(), shown.params())?;
@@ -220,6 +276,7 @@ pub fn evaluate(
         n_images: headline.n_images,
         classes,
         methods: Methods(methods),
+        calibration,
         alpha: pack.params().alpha,
         beta: pack.params().beta,
         finetuned_alpha: finetuned.as_ref().map(|f| f.params().alpha),

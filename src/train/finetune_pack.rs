@@ -11,13 +11,14 @@ use crate::dataset::LabelledSet;
 use crate::embed::Embedder;
 use crate::encoder::ImageEncoder;
 use crate::error::{Error, Result};
-use crate::kernel::{KeyData, KeyDtype, Keys};
+use crate::kernel::{Kernel, KeyData, KeyDtype, Keys};
 use crate::pack::{Pack, PackDraft};
 use crate::preprocess::augment::{AugmentPass, Augmentation};
 use crate::preprocess::DecodeLimits;
 use crate::progress::Progress;
 use crate::rng::derive_seed;
 use crate::train::build::tool_version;
+use crate::train::calibration::{calibrate, Calibration};
 use crate::train::features::{class_map, encode_labelled};
 use crate::train::finetune::{train, EpochReport, FinetuneConfig, TipAdapterF};
 use crate::train::search::Grid;
@@ -46,6 +47,9 @@ pub struct FinetuneRequest<'a> {
     pub grid: &'a Grid,
     pub store: Option<&'a Path>,
     pub limits: DecodeLimits,
+    /// Fit the temperature of calibrated probabilities on the validation split, for the keys
+    /// as stored (after conversion to the pack's dtype) at the chosen α/β.
+    pub calibrate: bool,
     /// Creation time of the new pack, Unix seconds.
     pub created_unix: i64,
 }
@@ -72,6 +76,8 @@ pub struct FinetuneReport {
     pub alpha: f32,
     pub beta: f32,
     pub val_top1: f64,
+    /// The temperature fitted for the stored keys at the chosen α/β; `null` when not asked.
+    pub calibration: Option<Calibration>,
     pub train_alpha: f32,
     pub train_beta: f32,
     pub key_dtype: &'static str,
@@ -229,6 +235,16 @@ pub fn finetune_pack(
     let mut draft = PackDraft::from_pack(&pack);
     draft.set_keys_f32(&trained.keys, dtype)?;
     draft.params = pack.params().with_alpha_beta(new_alpha, new_beta);
+    // The temperature of the model a device will run: the keys as stored, not the f32 ones.
+    let calibration = if request.calibrate {
+        let stored = TipAdapter::new(draft.keys(), draft.text_classifier(), draft.params)?;
+        let c = calibrate(&stored, &Kernel::detect(), &val.features, &val.labels)?;
+        progress.note(&c.describe());
+        Some(c)
+    } else {
+        None
+    };
+    draft.temperature = calibration.as_ref().and_then(|c| c.temperature);
     draft.provenance.tool_version = tool_version();
     draft.provenance.created_unix = request.created_unix;
     draft.write(request.out)?;
@@ -247,6 +263,7 @@ pub fn finetune_pack(
         alpha: new_alpha,
         beta: new_beta,
         val_top1: tuned.top1,
+        calibration,
         train_alpha: alpha,
         train_beta: beta,
         key_dtype: dtype.name(),

@@ -11,6 +11,7 @@ use crate::kernel::Kernel;
 use crate::pack::{write_with_alpha_beta, Pack};
 use crate::preprocess::DecodeLimits;
 use crate::progress::Progress;
+use crate::train::calibration::{calibrate, Calibration};
 use crate::train::features::encode_labelled;
 use crate::train::search::{grid_accuracy, Grid, GridAccuracy};
 
@@ -88,6 +89,9 @@ pub struct TuneRequest<'a> {
     /// Feature store folder; `None` encodes everything and keeps nothing.
     pub store: Option<&'a Path>,
     pub limits: DecodeLimits,
+    /// Fit the temperature of calibrated probabilities at the chosen α/β on the same split
+    /// (false: the pack is written without one, as the official code has none).
+    pub calibrate: bool,
 }
 
 /// Grid extent, in the report.
@@ -118,6 +122,8 @@ pub struct TuneReport {
     pub alpha_before: f32,
     pub beta_before: f32,
     pub n_val: usize,
+    /// The temperature fitted at the chosen α/β; `null` when not asked (`--no-calibration`).
+    pub calibration: Option<Calibration>,
     pub grid: GridSize,
     pub features_from_store: usize,
     pub skipped: Vec<String>,
@@ -126,7 +132,9 @@ pub struct TuneReport {
 
 /// `tipedge tune`: encodes the validation split (through the feature store), scores the pack's
 /// own α/β and the whole grid, keeps the official choice (first strictly best point, β outer,
-/// α inner) and writes the pack with it, atomically.
+/// α inner), fits the temperature of calibrated probabilities at that point on the same split
+/// (unless not asked; a split that cannot fit one keeps T = 1 and says why) and writes the pack
+/// with them, atomically.
 pub fn tune(
     encoder: &ImageEncoder,
     request: &TuneRequest<'_>,
@@ -148,8 +156,17 @@ pub fn tune(
     let before = pack.params();
     let model = TipAdapter::new(pack.keys(), pack.text_classifier(), before)?;
     let tuned = tune_model(&model, &val.features, &val.labels, request.grid, progress)?;
+    let calibration = if request.calibrate {
+        let chosen = model.with_params(before.with_alpha_beta(tuned.alpha, tuned.beta));
+        let c = calibrate(&chosen, &Kernel::detect(), &val.features, &val.labels)?;
+        progress.note(&c.describe());
+        Some(c)
+    } else {
+        None
+    };
     let t_search = t1.elapsed().as_secs_f64();
-    write_with_alpha_beta(&pack, request.out, tuned.alpha, tuned.beta, None)?;
+    let temperature = calibration.as_ref().and_then(|c| c.temperature);
+    write_with_alpha_beta(&pack, request.out, tuned.alpha, tuned.beta, temperature)?;
     Ok(TuneReport {
         pack: request.out.to_path_buf(),
         alpha: tuned.alpha,
@@ -159,6 +176,7 @@ pub fn tune(
         alpha_before: before.alpha,
         beta_before: before.beta,
         n_val: val.labels.len(),
+        calibration,
         grid: GridSize {
             betas: request.grid.betas.len(),
             alphas: request.grid.alphas.len(),
