@@ -87,7 +87,7 @@ pub(crate) fn one_line(reason: impl std::fmt::Display) -> String {
 
 /// `std::io::Error` without the "(os error 2)" noise.
 #[cfg(feature = "runtime")]
-pub(crate) fn io_reason(e: &std::io::Error) -> String {
+pub fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),

@@ -162,6 +162,59 @@ impl Swapper {
     }
 }
 
+/// One frame's model input, made ready off the encoder's thread by a [`Preparer`] and consumed
+/// by [`Session::classify_prepared`]. Buffers circulate between the two: after warm-up no
+/// allocation per frame.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pixels: Vec<f32>,
+    /// The frame's index (its source's numbering), carried into the [`Prediction`].
+    pub frame: u64,
+    /// Time spent preparing it.
+    pub preprocess_ms: f64,
+}
+
+/// The preprocessing half of a [`Session`] ([`Session::preparer`]): decoding, colour
+/// conversion, resize, crop and normalisation of a frame into a [`Prepared`] buffer, on any
+/// thread.
+#[derive(Debug)]
+pub struct Preparer {
+    preprocessor: Preprocessor,
+    limits: DecodeLimits,
+    tensor_len: usize,
+}
+
+impl Preparer {
+    /// The decoding limits (JPEG frames and files).
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// A buffer for one frame's input.
+    pub fn buffer(&self) -> Prepared {
+        Prepared {
+            pixels: vec![0.0; self.tensor_len],
+            frame: 0,
+            preprocess_ms: 0.0,
+        }
+    }
+
+    /// Prepares frame `index` into `into`; a bad frame is an error naming its index and the
+    /// reason (`into` is then not ready).
+    pub fn prepare(&mut self, frame: &FrameRef<'_>, index: u64, into: &mut Prepared) -> Result<()> {
+        if into.pixels.len() != self.tensor_len {
+            into.pixels = vec![0.0; self.tensor_len];
+        }
+        let t0 = Instant::now();
+        self.preprocessor
+            .run_frame(frame, &self.limits, &mut into.pixels)
+            .map_err(|e| Error::frame(index, e))?;
+        into.frame = index;
+        into.preprocess_ms = ms(t0.elapsed());
+        Ok(())
+    }
+}
+
 /// The online path (see the module documentation).
 pub struct Session {
     encoder: Arc<ImageEncoder>,
@@ -294,7 +347,43 @@ impl Session {
         self.preprocessor
             .run_frame(frame, &self.options.limits, self.state.image_mut(0))
             .map_err(|e| Error::frame(index, e))?;
-        let preprocess_ms = ms(t0.elapsed());
+        self.encode_and_score(index, ms(t0.elapsed()))
+    }
+
+    /// A preparing half for another thread: a pipeline preprocesses frame n + 1 with it while
+    /// this session encodes frame n (see [`Preparer`]).
+    pub fn preparer(&self) -> Preparer {
+        Preparer {
+            preprocessor: Preprocessor::new(self.encoder.recipe().clone()),
+            limits: self.options.limits,
+            tensor_len: self.state.tensor_len(),
+        }
+    }
+
+    /// Classifies a frame a [`Preparer`] made ready: its input goes into the encoder without a
+    /// copy (batch 1), and `prepared` gets a buffer back to prepare the next frame into. The
+    /// prediction carries `prepared.frame` as its index.
+    pub fn classify_prepared(&mut self, prepared: &mut Prepared) -> Result<Prediction> {
+        self.take_pending_swap();
+        self.next_frame += 1;
+        let index = prepared.frame;
+        if prepared.pixels.len() != self.state.tensor_len() {
+            return Err(Error::frame(
+                index,
+                format!(
+                    "prepared input of {} values, the encoder takes {}",
+                    prepared.pixels.len(),
+                    self.state.tensor_len()
+                ),
+            ));
+        }
+        self.state.load_image(&mut prepared.pixels);
+        self.encode_and_score(index, prepared.preprocess_ms)
+    }
+
+    /// Encodes image 0 of the input and scores it: the shared end of [`Session::classify`] and
+    /// [`Session::classify_prepared`].
+    fn encode_and_score(&mut self, index: u64, preprocess_ms: f64) -> Result<Prediction> {
         let encode_ms = self.encode(1).map_err(|e| Error::frame(index, e))?;
         let mut timings = FrameTimings {
             preprocess_ms,

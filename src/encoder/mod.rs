@@ -227,6 +227,21 @@ impl EncoderState {
     pub fn batch(&self) -> usize {
         self.pixels.len() / self.tensor_len
     }
+    /// Values of one image's input (`3 × H × W`).
+    pub fn tensor_len(&self) -> usize {
+        self.tensor_len
+    }
+    /// Makes `image` (one image's input, [`EncoderState::tensor_len`] values) image 0 of the next
+    /// run: exchanged with the state's buffer when the batch is 1 (no copy; `image` then holds
+    /// the previous input, to be refilled), copied otherwise.
+    pub fn load_image(&mut self, image: &mut Vec<f32>) {
+        assert_eq!(image.len(), self.tensor_len, "one image's input");
+        if self.pixels.len() == self.tensor_len {
+            std::mem::swap(&mut self.pixels, image);
+        } else {
+            self.pixels[..self.tensor_len].copy_from_slice(image);
+        }
+    }
     /// How often a run had to allocate a new input tensor because tract still held the last
     /// one (0 with tract 0.23.9; checked by tests/alloc.rs).
     pub fn input_replacements(&self) -> u64 {

@@ -57,6 +57,16 @@ impl PixelFormat {
         }
     }
 
+    /// Bytes of one tightly packed `width × height` frame (what `ffmpeg -f rawvideo` writes per
+    /// frame), with [`FrameRef::packed`]'s checks of the sizes; `None` for JPEG, whose frames
+    /// vary in size.
+    pub fn packed_len(self, width: u32, height: u32) -> Option<Result<usize, FrameError>> {
+        if self == PixelFormat::Jpeg {
+            return None;
+        }
+        Some(packed_stride(self, width, height).and_then(|s| geometry(self, width, height, s)))
+    }
+
     /// The name used in messages, as cameras and V4L2 spell it.
     fn label(self) -> &'static str {
         match self {
@@ -242,45 +252,7 @@ impl<'a> FrameRef<'a> {
         if format == PixelFormat::Jpeg {
             return Ok(FrameRef::jpeg(data));
         }
-        if width == 0 || height == 0 {
-            return Err(FrameError::NoPixels {
-                format,
-                width,
-                height,
-            });
-        }
-        let odd = match format {
-            PixelFormat::Nv12 | PixelFormat::I420 => width % 2 == 1 || height % 2 == 1,
-            PixelFormat::Yuyv => width % 2 == 1,
-            _ => false,
-        };
-        if odd {
-            return Err(FrameError::OddSize {
-                format,
-                width,
-                height,
-            });
-        }
-        let overflow = FrameError::SizeOverflow {
-            format,
-            width,
-            height,
-            stride,
-        };
-        let row_bytes = usize::try_from(width)
-            .ok()
-            .and_then(|w| w.checked_mul(format.bytes_per_pixel()))
-            .ok_or_else(|| overflow.clone())?;
-        if stride < row_bytes {
-            return Err(FrameError::StrideTooSmall {
-                format,
-                width,
-                height,
-                stride,
-                row_bytes,
-            });
-        }
-        let needed = frame_bytes(format, stride, height).ok_or(overflow)?;
+        let needed = geometry(format, width, height, stride)?;
         if data.len() < needed {
             return Err(FrameError::BufferTooSmall {
                 format,
@@ -308,15 +280,7 @@ impl<'a> FrameRef<'a> {
         height: u32,
         format: PixelFormat,
     ) -> Result<Self, FrameError> {
-        let stride = usize::try_from(width)
-            .ok()
-            .and_then(|w| w.checked_mul(format.bytes_per_pixel()))
-            .ok_or(FrameError::SizeOverflow {
-                format,
-                width,
-                height,
-                stride: usize::MAX,
-            })?;
+        let stride = packed_stride(format, width, height)?;
         FrameRef::new(data, width, height, stride, format)
     }
 
@@ -415,6 +379,68 @@ impl<'a> FrameRef<'a> {
             yuv: YuvLut::of(self.colorimetry),
         }))
     }
+}
+
+/// Checks a frame's geometry (sizes non-zero, even where chroma is subsampled, the stride at
+/// least a row) and returns the bytes it occupies.
+fn geometry(
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    stride: usize,
+) -> Result<usize, FrameError> {
+    if width == 0 || height == 0 {
+        return Err(FrameError::NoPixels {
+            format,
+            width,
+            height,
+        });
+    }
+    let odd = match format {
+        PixelFormat::Nv12 | PixelFormat::I420 => width % 2 == 1 || height % 2 == 1,
+        PixelFormat::Yuyv => width % 2 == 1,
+        _ => false,
+    };
+    if odd {
+        return Err(FrameError::OddSize {
+            format,
+            width,
+            height,
+        });
+    }
+    let overflow = FrameError::SizeOverflow {
+        format,
+        width,
+        height,
+        stride,
+    };
+    let row_bytes = usize::try_from(width)
+        .ok()
+        .and_then(|w| w.checked_mul(format.bytes_per_pixel()))
+        .ok_or_else(|| overflow.clone())?;
+    if stride < row_bytes {
+        return Err(FrameError::StrideTooSmall {
+            format,
+            width,
+            height,
+            stride,
+            row_bytes,
+        });
+    }
+    frame_bytes(format, stride, height).ok_or(overflow)
+}
+
+/// The tightest stride of a format: `width` × bytes per pixel.
+fn packed_stride(format: PixelFormat, width: u32, height: u32) -> Result<usize, FrameError> {
+    usize::try_from(width)
+        .ok()
+        .and_then(|w| w.checked_mul(format.bytes_per_pixel()))
+        .ok_or(FrameError::SizeOverflow {
+            format,
+            width,
+            height,
+            stride: usize::MAX,
+        })
 }
 
 /// Bytes a frame occupies: the first plane, plus the chroma planes of NV12 and I420.

@@ -26,7 +26,7 @@ use mozjpeg_sys::{
 use super::{check_dimensions, DecodeLimits};
 
 /// The JPEG SOI marker followed by the first byte of the next marker.
-pub(super) fn is_jpeg(bytes: &[u8]) -> bool {
+pub fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0xFF, 0xD8, 0xFF])
 }
 

@@ -24,6 +24,7 @@ mod yuv;
 
 use frame::Rows;
 pub use frame::{Colorimetry, FrameError, FrameRef, PixelFormat, YuvMatrix, YuvRange};
+pub use jpeg::is_jpeg;
 use resample::{Plan, Resampler};
 
 /// Resampling filter of the resize step (Pillow's definitions).
