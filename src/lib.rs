@@ -36,6 +36,8 @@ pub mod session;
 #[cfg(feature = "runtime")]
 pub mod sidecar;
 #[cfg(feature = "runtime")]
+pub mod stream;
+#[cfg(feature = "runtime")]
 pub mod text;
 pub mod train;
 #[cfg(feature = "runtime")]

@@ -61,6 +61,12 @@ pub struct PredictionRecord {
     pub truth: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correct: Option<bool>,
+    /// For a stream's frame: when the reader had it whole (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrival_unix: Option<f64>,
+    /// For a stream's frame: from arrival to this prediction, ms (waiting included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }
 
 impl PredictionRecord {
@@ -88,7 +94,22 @@ impl PredictionRecord {
             },
             truth: None,
             correct: None,
+            arrival_unix: None,
+            latency_ms: None,
         }
+    }
+
+    /// For a stream's frame: its arrival time and latency (and its file, from a folder).
+    pub fn for_stream(
+        mut self,
+        arrival: std::time::SystemTime,
+        latency_ms: f64,
+        path: Option<&Path>,
+    ) -> PredictionRecord {
+        self.arrival_unix = Some(unix_seconds(arrival));
+        self.latency_ms = Some(latency_ms);
+        self.path = path.map(Path::to_path_buf);
+        self
     }
 
     /// For an image file: the file instead of the session's frame index, and its decode time.
@@ -380,4 +401,45 @@ impl KernelBenchRecord {
             runs: r.runs,
         }
     }
+}
+
+/// Seconds since the Unix epoch (negative before it).
+pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// `"type": "event"`: the stream's stable class changed (see [`crate::stream::events`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename = "event")]
+pub struct EventRecord {
+    /// The frame that completed the change.
+    pub frame: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    pub arrival_unix: f64,
+    /// The stable class before (`null` at the start); `"unknown"` below `--min-prob`.
+    pub from: Option<String>,
+    pub to: String,
+    /// The lowest probability among the frames that established it.
+    pub min_score: f32,
+    /// Frames it had to hold.
+    pub min_frames: u32,
+}
+
+/// `"type": "stream_summary"`: the end of a stream (input ended or a signal).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename = "stream_summary")]
+pub struct StreamSummary {
+    #[serde(flatten)]
+    pub stats: crate::stream::StreamStats,
+    /// Classified frames per second over the run.
+    pub fps: f64,
+    /// Events emitted (with `--events`).
+    pub events: u64,
+    /// MQTT delivery counts, with `--mqtt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<serde_json::Value>,
 }
