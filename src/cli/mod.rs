@@ -10,6 +10,7 @@ mod finetune;
 mod info;
 mod inspect;
 mod plot;
+mod stream;
 mod tokenize;
 mod tune;
 
@@ -60,6 +61,7 @@ enum Command {
     Tune(tune::TuneArgs),
     Finetune(finetune::FinetuneArgs),
     Eval(eval::EvalArgs),
+    Stream(stream::StreamArgs),
     Embed(embed::EmbedArgs),
     Inspect(inspect::InspectArgs),
     Info(info::InfoArgs),
@@ -82,6 +84,7 @@ impl Command {
             Command::Finetune(a) => a.json,
             Command::Eval(a) => a.json,
             Command::Embed(_) => false,
+            Command::Stream(_) => true,
             Command::Inspect(a) => a.json,
             Command::Info(a) => a.json,
             Command::Tokenize(a) => a.json,
@@ -107,6 +110,7 @@ pub fn run() -> i32 {
         Command::Tune(args) => tune::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Stream(args) => stream::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Info(args) => info::run(args),

@@ -34,7 +34,14 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+/// Counting on every thread at once (for pipelines of threads).
+static COUNT_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static ALL_ALLOCATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn count() {
+    if COUNT_ALL.load(std::sync::atomic::Ordering::Relaxed) {
+        ALL_ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let _ = COUNTING.try_with(|c| {
         if c.get() {
             ALLOCATIONS.with(|a| a.set(a.get() + 1));
@@ -52,6 +59,18 @@ pub fn allocations_during(f: impl FnOnce()) -> usize {
     f();
     COUNTING.with(|c| c.set(false));
     ALLOCATIONS.with(|a| a.get())
+}
+
+/// How many allocations every thread of the process made while `f` ran. Only meaningful in a
+/// test binary that runs one test (other tests' threads would be counted too).
+#[allow(dead_code)] // not every test binary that includes this file uses it
+pub fn allocations_on_all_threads_during(f: impl FnOnce()) -> usize {
+    use std::sync::atomic::Ordering;
+    ALL_ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNT_ALL.store(true, Ordering::SeqCst);
+    f();
+    COUNT_ALL.store(false, Ordering::SeqCst);
+    ALL_ALLOCATIONS.load(Ordering::SeqCst)
 }
 
 #[test]
