@@ -1,5 +1,6 @@
 //! `tipedge bench encoder`: an image encoder's load time, latency per run, peak memory, where
-//! tract spends its time, and the decode + preprocess time of real files beside it. (The
+//! tract spends its time, and the decode + preprocess time of real files beside it;
+//! `tipedge bench stream`: the stream pipeline's frames per second against the encoder alone. (The
 //! affinity kernel's benchmark is [`crate::kernel::bench`].)
 
 use std::path::{Path, PathBuf};
@@ -8,8 +9,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::encoder::{ImageEncoder, OpTime, RunOptions};
-use crate::error::Result;
-use crate::preprocess::{load_rgb, DecodeLimits, Preprocessor};
+use crate::error::{Error, Result};
+use crate::preprocess::{load_rgb, DecodeLimits, FrameRef, PixelFormat, Preprocessor};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -163,5 +164,174 @@ pub fn bench_encoder(
         decode_preprocess_over_encode: decode
             .zip(prep)
             .map(|(d, p)| (d + p) / (encode.median / n as f64)),
+    })
+}
+
+/// What `tipedge bench stream` measures.
+#[derive(Debug, Clone)]
+pub struct StreamBench<'a> {
+    pub image: &'a Path,
+    /// The pack to score with; `None`: a small synthetic cache (scoring costs microseconds).
+    pub pack: Option<&'a Path>,
+    pub run: RunOptions,
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    /// Frames per measurement.
+    pub frames: u64,
+    /// Rounds; each measures the three ways once, interleaved.
+    pub rounds: usize,
+}
+
+/// `"type": "bench", "bench": "stream"`: frames per second of the stream pipeline against the
+/// encoder alone on a ready input (the ceiling) and a plain `Session::classify` loop (what a
+/// program without the pipeline gets), medians over the rounds, in one run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename = "bench")]
+pub struct StreamBenchRecord {
+    pub bench: &'static str,
+    pub model: PathBuf,
+    pub threads: usize,
+    pub precision: &'static str,
+    pub format: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub frames: u64,
+    pub rounds: usize,
+    /// Encoder runs per second on a ready input.
+    pub encoder_fps: f64,
+    /// `Session::classify` on each frame in turn: preprocessing, then the encoder.
+    pub serial_fps: f64,
+    /// `stream::run` (every frame, from memory): preprocessing overlapped with the encoder.
+    pub stream_fps: f64,
+    pub stream_over_encoder: f64,
+    pub serial_over_encoder: f64,
+    /// Arrival → prediction in the stream, over the last round's frames.
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Runs the three measurements `rounds` times, interleaved (see [`StreamBenchRecord`]).
+pub fn bench_stream(
+    b: &StreamBench<'_>,
+    on_load: impl FnOnce(&ImageEncoder),
+) -> Result<StreamBenchRecord> {
+    use crate::adapter::AdapterParams;
+    use crate::classifier::Classifier;
+    use crate::pack::{PackDraft, Provenance};
+    use crate::session::{Session, SessionOptions};
+    use crate::stream::{self, FrameKind, FramePolicy, RepeatSource, StreamOptions};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    if b.frames == 0 || b.rounds == 0 {
+        return Err(Error::Invalid(
+            "bench stream needs at least one frame and one round".into(),
+        ));
+    }
+    let encoder = Arc::new(ImageEncoder::load(b.image, &b.run)?);
+    on_load(&encoder);
+    let dim = encoder.dim();
+    let classifier = Arc::new(match b.pack {
+        Some(p) => Classifier::open(p, &encoder.expect())?,
+        None => {
+            let mut keys: Vec<f32> = (0..12 * dim)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+                .collect();
+            crate::kernel::l2_normalize_rows(&mut keys, dim);
+            Classifier::from_draft(PackDraft::from_f32_keys(
+                dim,
+                keys,
+                (0..12).map(|i| i / 4).collect(),
+                vec!["a".into(), "b".into(), "c".into()],
+                None,
+                AdapterParams::default(),
+                encoder.id().clone(),
+                Provenance::default(),
+            )?)
+        }
+    });
+    let len = b
+        .format
+        .packed_len(b.width, b.height)
+        .ok_or_else(|| Error::Invalid("bench stream takes raw formats, not mjpeg".into()))?
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut state = 0x9E37_79B9u32;
+    let frame: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        })
+        .collect();
+    let frame_ref = FrameRef::packed(&frame, b.width, b.height, b.format)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let options = StreamOptions {
+        kind: FrameKind::Raw {
+            format: b.format,
+            width: b.width,
+            height: b.height,
+            colorimetry: Default::default(),
+        },
+        policy: FramePolicy::All,
+        every: 1,
+        max_fps: None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut session = Session::new(encoder.clone(), classifier, SessionOptions::default())?;
+    let mut run_state = encoder.state()?;
+    let mut out = vec![0f32; dim];
+    // Warm-up of all three.
+    encoder.run(&mut run_state, 1, &mut out)?;
+    session.classify(&frame_ref)?;
+    let (mut enc, mut serial, mut piped) = (Vec::new(), Vec::new(), Vec::new());
+    let mut latency = (0.0, 0.0);
+    for _ in 0..b.rounds {
+        let t = Instant::now();
+        for _ in 0..b.frames {
+            encoder.run(&mut run_state, 1, &mut out)?;
+        }
+        enc.push(b.frames as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for _ in 0..b.frames {
+            session.classify(&frame_ref)?;
+        }
+        serial.push(b.frames as f64 / t.elapsed().as_secs_f64());
+        let source = Box::new(RepeatSource::new(frame.clone(), b.frames));
+        let t = Instant::now();
+        let (stats, back) = stream::run(session, source, &options, &stop, |_| {})?;
+        piped.push(b.frames as f64 / t.elapsed().as_secs_f64());
+        session = back;
+        if stats.classified != b.frames {
+            return Err(Error::Invalid(format!(
+                "bench stream: {} of {} frames classified",
+                stats.classified, b.frames
+            )));
+        }
+        latency = (stats.latency_p50_ms, stats.latency_p99_ms);
+    }
+    let median = |v: &mut Vec<f64>| Percentiles::of(v).median;
+    let (encoder_fps, serial_fps, stream_fps) =
+        (median(&mut enc), median(&mut serial), median(&mut piped));
+    Ok(StreamBenchRecord {
+        bench: "stream",
+        model: b.image.to_path_buf(),
+        threads: b.run.threads,
+        precision: b.run.precision.name(),
+        format: b.format.name(),
+        width: b.width,
+        height: b.height,
+        frames: b.frames,
+        rounds: b.rounds,
+        encoder_fps,
+        serial_fps,
+        stream_fps,
+        stream_over_encoder: stream_fps / encoder_fps,
+        serial_over_encoder: serial_fps / encoder_fps,
+        latency_p50_ms: latency.0,
+        latency_p99_ms: latency.1,
+        peak_rss_mib: peak_rss_mib(),
     })
 }

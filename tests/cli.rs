@@ -279,6 +279,60 @@ fn info_verifies_the_model() {
     assert_eq!(v["image"]["fingerprint"], sha.as_str());
 }
 
+/// `bench stream` measures the pipeline, the serial loop and the encoder alone in one run and
+/// reports their ratios (values not asserted: timings on a shared machine; only that each was
+/// measured and every frame went through).
+#[test]
+fn bench_stream_reports_the_three_rates() {
+    let model = common::fixture("clip-tiny");
+    let out = tipedge(&[
+        "bench",
+        "stream",
+        "--json",
+        "--frames",
+        "4",
+        "--rounds",
+        "1",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["bench"].as_str(), v["format"].as_str()),
+        (Some("stream"), Some("nv12"))
+    );
+    for k in [
+        "encoder_fps",
+        "serial_fps",
+        "stream_fps",
+        "stream_over_encoder",
+        "latency_p50_ms",
+    ] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+    let ratio = v["stream_fps"].as_f64().unwrap() / v["encoder_fps"].as_f64().unwrap();
+    assert!((ratio - v["stream_over_encoder"].as_f64().unwrap()).abs() < 1e-9);
+    let out = tipedge(&[
+        "bench",
+        "stream",
+        "--format",
+        "mjpeg",
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("raw formats"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn bench_encoder_reports_latency_and_profile() {
     let model = common::fixture("clip-tiny");

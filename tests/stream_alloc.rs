@@ -1,4 +1,5 @@
-//! The stream's own stages allocate nothing per frame after warm-up: the reader, the latest-
+//! The stream's own stages allocate nothing per frame after warm-up (per run, a few one-time
+//! allocations may depend on thread timing): the reader, the latest-
 //! frame slot, the prepare thread and the hand-over to the encoder, counted on every thread of
 //! the process (this binary runs this one measurement; the counter's self-test is brief and
 //! done before the model is loaded).
@@ -6,7 +7,6 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use tipedge::adapter::AdapterParams;
 use tipedge::classifier::Classifier;
@@ -14,37 +14,12 @@ use tipedge::encoder::{ImageEncoder, RunOptions};
 use tipedge::pack::{PackDraft, Provenance};
 use tipedge::preprocess::{Colorimetry, PixelFormat};
 use tipedge::session::{Session, SessionOptions};
-use tipedge::stream::{self, FrameKind, FramePolicy, FrameSource, Next, Output, StreamOptions};
+use tipedge::stream::{self, FrameKind, FramePolicy, Output, RepeatSource, StreamOptions};
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
 
 use counting_alloc::allocations_on_all_threads_during;
-
-/// `n` copies of one NV12 frame, from memory.
-struct Repeat {
-    frame: Vec<u8>,
-    left: u64,
-    index: u64,
-}
-
-impl FrameSource for Repeat {
-    fn next(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Next> {
-        if self.left == 0 {
-            return Ok(Next::End);
-        }
-        self.left -= 1;
-        buf.clear();
-        buf.extend_from_slice(&self.frame);
-        let index = self.index;
-        self.index += 1;
-        Ok(Next::Frame {
-            index,
-            arrival: SystemTime::now(),
-            path: None,
-        })
-    }
-}
 
 #[test]
 fn the_stream_allocates_nothing_per_frame_beyond_tract() {
@@ -97,11 +72,7 @@ fn the_stream_allocates_nothing_per_frame_beyond_tract() {
     // The same run setup (threads, buffers, channels) with `n` frames: the difference between
     // two lengths is what frames cost.
     let mut run = |n: u64| -> (usize, u64) {
-        let source = Box::new(Repeat {
-            frame: frame.clone(),
-            left: n,
-            index: 0,
-        });
+        let source = Box::new(RepeatSource::new(frame.clone(), n));
         let mut classified = 0;
         let s = session.take().unwrap();
         let mut result = None;
@@ -129,9 +100,12 @@ fn the_stream_allocates_nothing_per_frame_beyond_tract() {
         "stream::run: {short} allocations for 5 frames, {long} for 25: {per_frame} per frame; \
          tract's run alone {tract}"
     );
-    assert_eq!(
-        long - short,
-        20 * tract,
-        "the stream's own stages allocated per frame"
+    // One allocation per frame would add 20. A handful may come once per run and not per
+    // frame: std's channels allocate their waiter list the first time a thread has to block on
+    // one, which depends on thread timing (measured: 0 or 1 extra in a run).
+    let extra = long as i64 - short as i64 - 20 * tract as i64;
+    assert!(
+        (0..5).contains(&extra),
+        "the stream's own stages allocated {extra} times in 20 frames"
     );
 }

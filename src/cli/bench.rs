@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use tipedge::bench::{bench_encoder, EncoderBench};
+use tipedge::bench::{bench_encoder, bench_stream, EncoderBench, StreamBench};
 use tipedge::dataset::expand_inputs;
 use tipedge::encoder::ModelPaths;
 use tipedge::kernel::bench::{run as run_kernel_bench, BenchConfig};
 use tipedge::kernel::{Isa, KeyDtype, MAX_BATCH};
+use tipedge::preprocess::PixelFormat;
 use tipedge::record::KernelBenchRecord;
 
 use super::common::{print_json, warn_if_slow, RuntimeArgs};
@@ -28,6 +29,42 @@ pub enum BenchCommand {
     ///   tipedge bench kernel --dim 512 --dtype int8 --batch 1 --json
     #[command(verbatim_doc_comment)]
     Kernel(KernelArgs),
+    /// Frames per second of `tipedge stream`'s pipeline (every frame of a synthetic raw
+    /// stream, from memory) against the encoder alone on a ready input (the ceiling) and a plain
+    /// frame-by-frame Session::classify loop, measured interleaved in one run; latency p50/p99
+    /// and peak RSS. Example:
+    ///   tipedge bench stream --model models/fixtures/efficientnet-lite0 --threads 2 --json
+    #[command(verbatim_doc_comment)]
+    Stream(StreamBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StreamBenchArgs {
+    /// Model folder or image.onnx.
+    #[arg(long)]
+    model: PathBuf,
+    /// A pack to score with [default: a small synthetic cache].
+    #[arg(long)]
+    pack: Option<PathBuf>,
+    /// Raw frame format.
+    #[arg(long, default_value = "nv12")]
+    format: PixelFormat,
+    /// Frame width and height.
+    #[arg(long, default_value_t = 640)]
+    width: u32,
+    #[arg(long, default_value_t = 480)]
+    height: u32,
+    /// Frames per measurement.
+    #[arg(long, default_value_t = 60)]
+    frames: u64,
+    /// Rounds of the three measurements (medians reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -90,7 +127,52 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
     match cmd {
         BenchCommand::Encoder(args) => encoder(args),
         BenchCommand::Kernel(args) => kernel(args),
+        BenchCommand::Stream(args) => stream(args),
     }
+}
+
+fn stream(args: StreamBenchArgs) -> anyhow::Result<i32> {
+    let paths = ModelPaths::resolve(&args.model)?;
+    let b = StreamBench {
+        image: &paths.image,
+        pack: args.pack.as_deref(),
+        run: args.runtime.run_options(),
+        format: args.format,
+        width: args.width,
+        height: args.height,
+        frames: args.frames,
+        rounds: args.rounds,
+    };
+    let r = bench_stream(&b, |enc| warn_if_slow(enc, &paths.image))?;
+    if args.json {
+        print_json(&r);
+        return Ok(EXIT_OK);
+    }
+    println!("model        {}", r.model.display());
+    println!(
+        "config       {}, {} thread(s); {} {}x{} frames, {} per measurement, {} rounds",
+        r.precision, r.threads, r.format, r.width, r.height, r.frames, r.rounds
+    );
+    println!(
+        "encoder      {:.1} frames/s (a ready input: the ceiling)",
+        r.encoder_fps
+    );
+    println!(
+        "classify     {:.1} frames/s ({:.0}% of the encoder): preprocessing, then the encoder",
+        r.serial_fps,
+        100.0 * r.serial_over_encoder
+    );
+    println!(
+        "stream       {:.1} frames/s ({:.0}% of the encoder): pipelined; latency p50 {:.1} ms, p99 {:.1} ms",
+        r.stream_fps,
+        100.0 * r.stream_over_encoder,
+        r.latency_p50_ms,
+        r.latency_p99_ms
+    );
+    if let Some(rss) = r.peak_rss_mib {
+        println!("peak RSS     {rss:.0} MiB");
+    }
+    Ok(EXIT_OK)
 }
 
 fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
@@ -207,6 +289,7 @@ impl BenchCommand {
         match self {
             BenchCommand::Encoder(a) => a.json,
             BenchCommand::Kernel(a) => a.json,
+            BenchCommand::Stream(a) => a.json,
         }
     }
 }

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::{Error, Result};
 use crate::preprocess::{decode_rgb_bytes, is_jpeg, Colorimetry, FrameRef, PixelFormat};
 use crate::session::{Prediction, Prepared, Preparer, Session};
-pub use source::{FrameSource, Next};
+pub use source::{FrameSource, Next, RepeatSource};
 
 /// What the bytes of a frame are.
 #[derive(Debug, Clone, Copy, PartialEq)]

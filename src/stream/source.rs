@@ -30,3 +30,39 @@ pub trait FrameSource: Send {
     /// frame's bytes; after warm-up (once its capacity suffices) no allocation per frame.
     fn next(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Next>;
 }
+
+/// One frame's bytes offered `n` times, from memory: benchmarks and tests of the pipeline
+/// without a camera (`tipedge bench stream`).
+#[derive(Debug, Clone)]
+pub struct RepeatSource {
+    frame: Vec<u8>,
+    left: u64,
+    index: u64,
+}
+
+impl RepeatSource {
+    pub fn new(frame: Vec<u8>, n: u64) -> RepeatSource {
+        RepeatSource {
+            frame,
+            left: n,
+            index: 0,
+        }
+    }
+}
+
+impl FrameSource for RepeatSource {
+    fn next(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Next> {
+        if self.left == 0 {
+            return Ok(Next::End);
+        }
+        self.left -= 1;
+        buf.clear();
+        buf.extend_from_slice(&self.frame);
+        self.index += 1;
+        Ok(Next::Frame {
+            index: self.index - 1,
+            arrival: SystemTime::now(),
+            path: None,
+        })
+    }
+}
