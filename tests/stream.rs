@@ -108,18 +108,8 @@ fn stream(pack: &Path, args: &[&str], stdin: &[u8]) -> Output {
     out
 }
 
-fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
-    let t0 = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            panic!("tipedge stream did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_with_timeout(child: Child, limit: Duration) -> Output {
+    common::Drained::new(child).finish(limit)
 }
 
 fn records<'a>(

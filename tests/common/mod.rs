@@ -110,3 +110,54 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A child process whose stdout and stderr are read as it runs (a child blocked on a full pipe
+/// would never exit), collected at the end with a time limit.
+pub struct Drained {
+    child: std::process::Child,
+    out: std::thread::JoinHandle<Vec<u8>>,
+    err: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Drained {
+    pub fn new(mut child: std::process::Child) -> Drained {
+        fn drain(
+            r: Option<impl std::io::Read + Send + 'static>,
+        ) -> std::thread::JoinHandle<Vec<u8>> {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut v);
+                }
+                v
+            })
+        }
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
+        Drained { child, out, err }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the exit (killing the child and failing the test after `limit`).
+    pub fn finish(mut self, limit: std::time::Duration) -> std::process::Output {
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if t0.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("the child did not end within {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        std::process::Output {
+            status,
+            stdout: self.out.join().unwrap(),
+            stderr: self.err.join().unwrap(),
+        }
+    }
+}
