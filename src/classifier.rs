@@ -34,6 +34,8 @@ pub struct Classifier {
     /// The temperature fitted for `params` (none once the parameters are overridden).
     temperature: Option<f32>,
     kernel: Kernel,
+    /// What predictions name as their pack (a device's slot and sha256 prefix).
+    label: Option<Arc<str>>,
 }
 
 impl Classifier {
@@ -50,6 +52,7 @@ impl Classifier {
             temperature: pack.temperature(),
             store: Store::Mapped(pack),
             kernel: Kernel::detect(),
+            label: None,
         }
     }
 
@@ -60,6 +63,7 @@ impl Classifier {
             temperature: draft.temperature,
             store: Store::Owned(Arc::new(draft)),
             kernel: Kernel::detect(),
+            label: None,
         }
     }
 
@@ -74,6 +78,19 @@ impl Classifier {
             temperature,
             ..self
         })
+    }
+
+    /// Names the pack in every prediction it makes (`"pack"` in the records), e.g. `a:1f2e3d4c5b6a`.
+    pub fn with_label(self, label: &str) -> Classifier {
+        Classifier {
+            label: Some(label.into()),
+            ..self
+        }
+    }
+
+    /// The pack's name in predictions, if given.
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
     }
 
     /// Uses `kernel` instead of the detected one (tests, benchmarks).

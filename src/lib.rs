@@ -17,6 +17,8 @@ pub mod classifier;
 #[cfg(feature = "runtime")]
 pub mod dataset;
 #[cfg(feature = "runtime")]
+pub mod device;
+#[cfg(feature = "runtime")]
 pub mod embed;
 #[cfg(feature = "runtime")]
 pub mod encoder;

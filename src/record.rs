@@ -61,6 +61,9 @@ pub struct PredictionRecord {
     pub truth: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correct: Option<bool>,
+    /// The pack that produced it, when it has a name (a device's slot and sha256 prefix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
     /// For a stream's frame: when the reader had it whole (Unix seconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arrival_unix: Option<f64>,
@@ -94,6 +97,7 @@ impl PredictionRecord {
             },
             truth: None,
             correct: None,
+            pack: p.classifier().label().map(str::to_string),
             arrival_unix: None,
             latency_ms: None,
         }

@@ -4,6 +4,7 @@ mod bench;
 mod cache;
 mod classify;
 mod common;
+mod device;
 mod embed;
 mod eval;
 mod finetune;
@@ -62,6 +63,9 @@ enum Command {
     Finetune(finetune::FinetuneArgs),
     Eval(eval::EvalArgs),
     Stream(stream::StreamArgs),
+    Flash(device::FlashArgs),
+    Rollback(device::RollbackArgs),
+    Status(device::StatusArgs),
     Embed(embed::EmbedArgs),
     Inspect(inspect::InspectArgs),
     Info(info::InfoArgs),
@@ -85,6 +89,9 @@ impl Command {
             Command::Eval(a) => a.json,
             Command::Embed(_) => false,
             Command::Stream(_) => true,
+            Command::Flash(a) => a.json,
+            Command::Rollback(a) => a.json,
+            Command::Status(a) => a.json,
             Command::Inspect(a) => a.json,
             Command::Info(a) => a.json,
             Command::Tokenize(a) => a.json,
@@ -111,6 +118,9 @@ pub fn run() -> i32 {
         Command::Finetune(args) => finetune::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Stream(args) => stream::run(args),
+        Command::Flash(args) => device::flash(args),
+        Command::Rollback(args) => device::rollback(args),
+        Command::Status(args) => device::status(args),
         Command::Embed(args) => embed::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Info(args) => info::run(args),

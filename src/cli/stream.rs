@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 use tipedge::adapter::MAX_TOP_K;
 use tipedge::classifier::Classifier;
+use tipedge::device::{follow_active, StateDir};
 use tipedge::encoder::ModelPaths;
 use tipedge::preprocess::{Colorimetry, PixelFormat, YuvMatrix, YuvRange};
 use tipedge::record::{
@@ -52,8 +53,13 @@ pub struct StreamArgs {
     #[arg(long, short)]
     model: PathBuf,
     /// Adapter pack built with this encoder (cache build / tune / finetune).
-    #[arg(long)]
-    pack: PathBuf,
+    #[arg(long, required_unless_present = "state", conflicts_with = "state")]
+    pack: Option<PathBuf>,
+    /// Follow a device's state directory instead of --pack: use its active pack and switch to a
+    /// newly flashed one between two frames (`tipedge flash`; SIGHUP also makes it look).
+    /// Each prediction names its pack ("pack": slot and sha256 prefix).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
     /// Frame format: rgb24, bgr24, gray, yuyv422, nv12, yuv420p (raw, needs --size) or mjpeg.
     #[arg(long, required_unless_present = "watch", conflicts_with = "watch")]
     format: Option<PixelFormat>,
@@ -217,13 +223,42 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
         &paths.image,
         &args.runtime.run_options(),
     )?);
-    let classifier = Arc::new(Classifier::open(&args.pack, &encoder.expect())?);
+    let (classifier, device) = match (&args.pack, &args.state) {
+        (Some(pack), _) => (Classifier::open(pack, &encoder.expect())?, None),
+        (None, Some(dir)) => {
+            let state = StateDir::open(dir)?;
+            let slot = state
+                .active()?
+                .ok_or_else(|| anyhow::anyhow!("{}: nothing flashed yet", dir.display()))?;
+            let pack = state.open_slot(slot)?;
+            let label = state.label(slot, &pack);
+            let c = Classifier::from_pack(Arc::new(pack)).with_label(&label);
+            (c, Some((state, label)))
+        }
+        (None, None) => unreachable!("clap requires --pack or --state"),
+    };
+    let classifier = Arc::new(classifier);
     let options = SessionOptions {
         top_k: usize::from(args.top_k),
         limits: args.runtime.limits(),
         min_prob: args.min_prob,
     };
     let session = Session::new(encoder, classifier, options)?;
+    let follower = match device {
+        Some((state, label)) => {
+            let hup = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
+            Some(follow_active(
+                state,
+                label,
+                session.swapper(),
+                Arc::clone(&stop),
+                hup,
+                |note| eprintln!("{note}"),
+            )?)
+        }
+        None => None,
+    };
     let (source, kind) = open_source(&args, &stop)?;
     let stream_options = StreamOptions {
         kind,
@@ -351,6 +386,9 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
         events,
         mqtt,
     }));
-    let _ = stop.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(f) = follower {
+        let _ = f.join();
+    }
     Ok(if bad == 0 { EXIT_OK } else { EXIT_SOME_FAILED })
 }

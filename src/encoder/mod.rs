@@ -76,6 +76,20 @@ impl ImageEncoder {
         })
     }
 
+    /// What a pack must match to be used with the image graph at `path`, from its sidecar and
+    /// the graph's verified sha256, without building the graph (a device's `flash` checks packs
+    /// against the installed model this way).
+    pub fn expect_for(path: &Path) -> Result<Expect> {
+        let sidecar = read_sidecar(path, Tower::Image)?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::model(path, crate::error::io_reason(&e)))?;
+        let sha256 = sidecar.verify_graph(path, &bytes)?;
+        Ok(Expect::model(
+            sidecar.embed_dim,
+            encoder_id(&sha256, &sidecar.arch),
+        ))
+    }
+
     /// The encoder as an adapter pack records it: the graph's sha256 and its architecture name.
     pub fn id(&self) -> &EncoderId {
         &self.id

@@ -251,7 +251,7 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
 }
 
 /// Temp file in the target's directory, fsync, rename, fsync the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
