@@ -644,3 +644,50 @@ fn watched_folder_classifies_each_complete_file_once() {
         true
     );
 }
+
+/// A JPEG bomb inside an MJPEG stream: a frame whose header claims 40000 × 40000 pixels is
+/// refused from its header by the pixel limit (one line naming the frame), and the frames
+/// around it are classified.
+#[test]
+fn a_jpeg_bomb_in_the_stream_is_refused_and_the_stream_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = pack(dir.path());
+    let mjpeg = ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=160x120:rate=10",
+        "-frames:v",
+        "3",
+        "-f",
+        "mjpeg",
+        "-",
+    ]);
+    let starts: Vec<usize> = (0..mjpeg.len() - 2)
+        .filter(|&i| mjpeg[i..i + 3] == [0xFF, 0xD8, 0xFF])
+        .collect();
+    assert_eq!(starts.len(), 3);
+    // Frame 1's SOF0 (FF C0, length, precision, height, width): claim 40000 × 40000.
+    let mut bytes = mjpeg.clone();
+    let sof = (starts[1]..starts[2])
+        .find(|&i| bytes[i] == 0xFF && bytes[i + 1] == 0xC0)
+        .expect("a baseline JPEG has SOF0");
+    bytes[sof + 5..sof + 7].copy_from_slice(&40000u16.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&40000u16.to_be_bytes());
+    let t0 = Instant::now();
+    let out = stream(&pack, &["--format", "mjpeg", "--all-frames"], &bytes);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines = json_lines(&out.stdout);
+    let frames: Vec<u64> = records(&lines, "prediction")
+        .map(|f| f["frame"].as_u64().unwrap())
+        .collect();
+    assert_eq!(frames, [0, 2]);
+    let errors: Vec<_> = records(&lines, "error").collect();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["frame"], 1);
+    let e = errors[0]["error"].as_str().unwrap();
+    assert!(e.contains("frame 1") && e.contains("40000"), "{e}");
+    // Refused from the header: no 1.6-gigapixel decode was attempted.
+    assert!(t0.elapsed() < Duration::from_secs(30));
+}
