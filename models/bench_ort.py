@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from common import ort_session
+
 
 def make_input(inp, batch: int):
     shape = [batch if (d is None or isinstance(d, str) or d <= 0) and i == 0 else d for i, d in enumerate(inp.shape)]
@@ -46,14 +48,8 @@ def main(argv=None):
 
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args.threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
     t0 = time.perf_counter()
-    sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
+    sess = ort_session(args.model, args.threads)
     load_ms = (time.perf_counter() - t0) * 1e3
     inp = sess.get_inputs()[0]
     feed = {inp.name: make_input(inp, args.batch)}

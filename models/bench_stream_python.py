@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from common import ort_session
+
 
 def xorshift_frame(n: int) -> np.ndarray:
     """The bytes of `tipedge bench stream`'s frame: xorshift32 from 0x9E3779B9, top byte each."""
@@ -58,13 +60,7 @@ def main(argv=None):
     pre = sidecar["preprocess"]
     mean = np.array(pre["mean"], np.float32).reshape(3, 1, 1)
     std = np.array(pre["std"], np.float32).reshape(3, 1, 1)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args.threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(os.path.join(args.model, "image.onnx"), so, providers=["CPUExecutionProvider"])
+    sess = ort_session(os.path.join(args.model, "image.onnx"), args.threads)
     name = sess.get_inputs()[0].name
 
     rng = np.random.default_rng(0)

@@ -35,6 +35,20 @@ TIP_TEMPLATES = [
 ]
 
 
+def ort_session(model_path: str, threads: int):
+    """An onnxruntime CPU session as the benchmarks use it: intra_op_num_threads = threads,
+    inter_op 1, sequential execution, ORT_ENABLE_ALL."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
+
+
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -192,7 +192,7 @@ impl StateDir {
         let encoder = expect.encoder.expect("expect_for names the encoder");
         let model = InstalledModel {
             image: fs::canonicalize(image).map_err(|e| Error::model(image, io_reason(&e)))?,
-            sha256: encoder.sha256.iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: encoder.sha256_hex(),
             encoder: encoder.name.clone(),
             dim: expect.dim.unwrap_or(0),
         };

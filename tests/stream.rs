@@ -84,6 +84,20 @@ fn photos(n: usize) -> Vec<PathBuf> {
     v.into_iter().step_by(step).take(n).collect()
 }
 
+/// `tipedge classify --json` on `photos`: one record each, in order.
+fn classify(pack: &Path, photos: &[PathBuf]) -> Vec<serde_json::Value> {
+    let o = bin()
+        .args(["classify", "--json", "--model"])
+        .arg(model())
+        .arg("--pack")
+        .arg(pack)
+        .args(photos)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    json_lines(&o.stdout)
+}
+
 /// Runs `tipedge stream` with `stdin` bytes and arguments; its output.
 fn stream(pack: &Path, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = bin()
@@ -161,16 +175,7 @@ fn raw_frames_agree_with_classify_on_the_same_pictures() {
     let dir = tempfile::tempdir().unwrap();
     let pack = pack(dir.path());
     let photos = photos(12);
-    let o = bin()
-        .args(["classify", "--json", "--model"])
-        .arg(model())
-        .arg("--pack")
-        .arg(&pack)
-        .args(&photos)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let files = json_lines(&o.stdout);
+    let files = classify(&pack, &photos);
     for (format, tolerance) in [("rgb24", 0.02), ("yuyv422", 0.05), ("nv12", 0.05)] {
         let mut raw = Vec::new();
         for p in &photos {
@@ -357,15 +362,7 @@ fn events_only_when_the_class_changes_and_holds() {
     let dir = tempfile::tempdir().unwrap();
     let pack = pack(dir.path());
     let photos = photos(12);
-    let o = bin()
-        .args(["classify", "--json", "--model"])
-        .arg(model())
-        .arg("--pack")
-        .arg(&pack)
-        .args(&photos)
-        .output()
-        .unwrap();
-    let files = json_lines(&o.stdout);
+    let files = classify(&pack, &photos);
     let label = |i: usize| files[i]["top"][0]["label"].as_str().unwrap().to_string();
     let a = 0;
     let b = (1..photos.len())

@@ -282,9 +282,9 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
             |note| eprintln!("{note}"),
         )
     });
-    let publish = |text: &str| {
+    let publish = |text: String| {
         if let Some(m) = &mqtt {
-            m.publish(text.as_bytes().to_vec());
+            m.publish(text.into_bytes());
         }
     };
     let stdout = std::io::stdout();
@@ -329,15 +329,15 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
                         min_score: change.min_score,
                         min_frames: args.min_frames,
                     });
-                    publish(&text);
                     line(&text);
+                    publish(text);
                 }
             } else {
                 let record =
                     PredictionRecord::new(prediction).for_stream(arrival, latency_ms, path);
                 let text = to_json_line(&record);
-                publish(&text);
                 line(&text);
+                publish(text);
             }
         }
         Output::Bad { frame, path, error } => {

@@ -119,10 +119,12 @@ pub struct StreamStats {
     pub bad: u64,
     /// Seconds from start to the end of the run.
     pub seconds: f64,
-    /// Latency (arrival → prediction) percentiles over the classified frames, ms.
+    /// Latency (arrival → prediction) percentiles over the last `latency_frames` classified
+    /// frames (at most 65,536), ms.
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
+    pub latency_frames: u64,
     /// Whether the run ended by the stop flag (else by the end of input).
     pub stopped: bool,
 }
@@ -182,6 +184,8 @@ enum Work {
 const FRAME_BUFFERS: usize = 3;
 /// Input buffers between the prepare thread and the encoder.
 const INPUT_BUFFERS: usize = 2;
+/// Latency percentiles are over at most this many of the latest frames.
+const LATENCY_WINDOW: usize = 1 << 16;
 /// How often a waiting thread looks at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -244,7 +248,8 @@ pub fn run(
             .map_err(|e| Error::Invalid(format!("cannot start the prepare thread: {e}")))?
     };
 
-    let mut latencies: Vec<f64> = Vec::with_capacity(1 << 16);
+    // The last LATENCY_WINDOW latencies, as a ring (a stream may run for days).
+    let mut latencies: Vec<f64> = Vec::with_capacity(LATENCY_WINDOW);
     let mut stats = StreamStats::default();
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -266,8 +271,11 @@ pub fn run(
                 match session.classify_prepared(&mut prepared) {
                     Ok(prediction) => {
                         let latency_ms = arrived.elapsed().as_secs_f64() * 1e3;
-                        if latencies.len() < latencies.capacity() {
+                        if latencies.len() < LATENCY_WINDOW {
                             latencies.push(latency_ms);
+                        } else {
+                            latencies[(stats.classified % LATENCY_WINDOW as u64) as usize] =
+                                latency_ms;
                         }
                         stats.classified += 1;
                         output(Output::Frame {
@@ -341,6 +349,7 @@ pub fn run(
     stats.latency_p50_ms = pct(0.5);
     stats.latency_p99_ms = pct(0.99);
     stats.latency_max_ms = latencies.last().copied().unwrap_or(0.0);
+    stats.latency_frames = latencies.len() as u64;
     Ok((stats, session))
 }
 

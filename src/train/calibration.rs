@@ -376,17 +376,17 @@ pub struct Calibration {
     pub refused: Option<String>,
 }
 
-/// Fits the temperature of `model` (at its own α/β) on encoded validation features (`n × dim`).
-/// A split the fit refuses (too small, one class, separable, NaN logits, ...) is not an error:
-/// the outcome says why and keeps T = 1.
+/// Fits the temperature of `model` (at its own α/β) on encoded validation features (`n × dim`)
+/// and says what came of it through `progress`. A split the fit refuses (too small, one class,
+/// separable, NaN logits, ...) is not an error: the outcome says why and keeps T = 1.
 pub fn calibrate(
     model: &TipAdapter<'_>,
-    kernel: &Kernel,
     features: &[f32],
     labels: &[u32],
+    progress: &mut dyn crate::progress::Progress,
 ) -> Result<Calibration> {
-    let logits = model.logits_all(kernel, features, false)?;
-    Ok(match fit_temperature(&logits, labels, model.n_classes()) {
+    let logits = model.logits_all(&Kernel::detect(), features, false)?;
+    let calibration = match fit_temperature(&logits, labels, model.n_classes()) {
         Ok(fit) => Calibration {
             temperature: Some(fit.temperature),
             val_nll_before: Some(fit.nll_before),
@@ -399,7 +399,9 @@ pub fn calibrate(
             val_nll_after: None,
             refused: Some(e.to_string()),
         },
-    })
+    };
+    progress.note(&calibration.describe());
+    Ok(calibration)
 }
 
 impl Calibration {

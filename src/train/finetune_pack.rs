@@ -11,7 +11,7 @@ use crate::dataset::LabelledSet;
 use crate::embed::Embedder;
 use crate::encoder::ImageEncoder;
 use crate::error::{Error, Result};
-use crate::kernel::{Kernel, KeyData, KeyDtype, Keys};
+use crate::kernel::{KeyData, KeyDtype, Keys};
 use crate::pack::{Pack, PackDraft};
 use crate::preprocess::augment::{AugmentPass, Augmentation};
 use crate::preprocess::DecodeLimits;
@@ -236,14 +236,11 @@ pub fn finetune_pack(
     draft.set_keys_f32(&trained.keys, dtype)?;
     draft.params = pack.params().with_alpha_beta(new_alpha, new_beta);
     // The temperature of the model a device will run: the keys as stored, not the f32 ones.
-    let calibration = if request.calibrate {
-        let stored = TipAdapter::new(draft.keys(), draft.text_classifier(), draft.params)?;
-        let c = calibrate(&stored, &Kernel::detect(), &val.features, &val.labels)?;
-        progress.note(&c.describe());
-        Some(c)
-    } else {
-        None
-    };
+    let stored = TipAdapter::new(draft.keys(), draft.text_classifier(), draft.params)?;
+    let calibration = request
+        .calibrate
+        .then(|| calibrate(&stored, &val.features, &val.labels, progress))
+        .transpose()?;
     draft.temperature = calibration.as_ref().and_then(|c| c.temperature);
     draft.provenance.tool_version = tool_version();
     draft.provenance.created_unix = request.created_unix;

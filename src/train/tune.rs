@@ -156,14 +156,11 @@ pub fn tune(
     let before = pack.params();
     let model = TipAdapter::new(pack.keys(), pack.text_classifier(), before)?;
     let tuned = tune_model(&model, &val.features, &val.labels, request.grid, progress)?;
-    let calibration = if request.calibrate {
-        let chosen = model.with_params(before.with_alpha_beta(tuned.alpha, tuned.beta));
-        let c = calibrate(&chosen, &Kernel::detect(), &val.features, &val.labels)?;
-        progress.note(&c.describe());
-        Some(c)
-    } else {
-        None
-    };
+    let chosen = model.with_params(before.with_alpha_beta(tuned.alpha, tuned.beta));
+    let calibration = request
+        .calibrate
+        .then(|| calibrate(&chosen, &val.features, &val.labels, progress))
+        .transpose()?;
     let t_search = t1.elapsed().as_secs_f64();
     let temperature = calibration.as_ref().and_then(|c| c.temperature);
     write_with_alpha_beta(&pack, request.out, tuned.alpha, tuned.beta, temperature)?;
