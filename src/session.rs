@@ -532,6 +532,12 @@ impl Session {
         self.state.input_replacements()
     }
 
+    /// The unit-norm feature of the last frame classified (by [`Session::classify`] or
+    /// [`Session::classify_prepared`]) or embedded: what enrolment from a stream keeps as a key.
+    pub fn last_feature(&self) -> &[f32] {
+        &self.features[..self.encoder.dim()]
+    }
+
     /// The logits of the last frame classified with [`Session::classify`].
     pub fn last_logits(&self) -> &[f32] {
         &self.logits[..self.classifier.n_classes()]

@@ -6,8 +6,14 @@ use clap::Args;
 use tipedge::device::{FlashReport, StateDir, DEFAULT_STATE_DIR};
 use tipedge::encoder::ModelPaths;
 
-use super::common::{now_unix, print_json};
-use super::EXIT_OK;
+use tipedge::dataset::expand_inputs;
+use tipedge::device::enrol::{class_w_row, shot_keys};
+use tipedge::preprocess::augment::Augmentation;
+use tipedge::train::keys::KeyRecipe;
+use tipedge::zeroshot::Templates;
+
+use super::common::{load_image_encoder, now_unix, print_json, Bars, RuntimeArgs};
+use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 /// The device's state directory.
 #[derive(Args, Debug, Clone)]
@@ -66,6 +72,139 @@ pub struct StatusArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Add shots of a class — or a new class — to the device's active pack, flashed as a new pack.
+///
+/// The images are encoded as `cache build` encodes shots (the active pack's augmentation passes
+/// and seed unless given), appended to the class's keys in the pack's key dtype, and the new pack
+/// goes through the same A/B path as `tipedge flash`: an interrupted enrolment changes nothing,
+/// and a running `tipedge stream --state DIR` swaps the new pack in between two frames. A class
+/// the pack does not have needs --new (a typo does not create a class); with a CLIP model its
+/// zero-shot W row comes from the name and --templates. α, β and the temperature are kept: run
+/// `tipedge tune` on a validation split to re-fit them. `tipedge rollback` undoes an enrolment.
+///
+/// A running stream can also be taught from its frames, without stopping the camera: see
+/// `tipedge stream --control`.
+///
+/// Examples:
+///   tipedge enrol --class hole new-holes/*.jpg
+///   tipedge enrol --state /var/lib/tipedge --class "oil stain" --new stains/
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct EnrolArgs {
+    /// Images (files or folders of images) to add as shots.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// The class they show.
+    #[arg(long, short)]
+    class: String,
+    /// Create the class if the pack does not have it.
+    #[arg(long)]
+    new: bool,
+    /// Augmented passes averaged into each key [default: the active pack's, as recorded in it].
+    #[arg(long)]
+    augment_epochs: Option<u32>,
+    /// Seed of the augmentations [default: the active pack's].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Prompt templates of a new class's W row (CLIP): tip, clip, photo, or a file.
+    #[arg(long, default_value = "tip")]
+    templates: String,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Print one JSON object; no progress bars.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+pub fn enrol(args: EnrolArgs) -> anyhow::Result<i32> {
+    let state = StateDir::open(&args.state.state)?;
+    let (_, pack) = state.active_pack()?;
+    let exists = pack.class_names().contains(&args.class);
+    anyhow::ensure!(
+        exists || args.new,
+        "{}: class '{}' is not in the active pack (classes: {}); add --new to create it",
+        state.root().display(),
+        args.class,
+        pack.class_names().join(", ")
+    );
+    let prov = pack.provenance().clone();
+    // A new class of a pack with a zero-shot W (CLIP) needs its W row.
+    let needs_w_row = !exists && pack.text_classifier().is_some();
+    drop(pack);
+    let images = expand_inputs(&args.images)?;
+    let run = args.runtime.run_options();
+    let encoder = load_image_encoder(&state.model().image, &run)?;
+    let mut bars = Bars::new(args.json);
+    let recipe = KeyRecipe {
+        augment_epochs: args.augment_epochs.unwrap_or(prov.augment_epochs),
+        augmentation: Augmentation::default(),
+        seed: args.seed.unwrap_or(prov.seed),
+    };
+    let keys = shot_keys(
+        &encoder,
+        &args.class,
+        &images,
+        &recipe,
+        args.runtime.limits(),
+        &mut bars,
+    )?;
+    for s in &keys.skipped {
+        eprintln!("skipped shot: {}", s.reason);
+    }
+    let w_row = if !needs_w_row {
+        None
+    } else {
+        let templates = Templates::resolve(&args.templates)?;
+        class_w_row(
+            &encoder,
+            &state.model().image,
+            &args.class,
+            &templates,
+            &run,
+            &mut bars,
+        )?
+    };
+    let source = format!(
+        "enrol '{}': {} images ({} augmented passes, seed {})",
+        args.class,
+        keys.labels.len(),
+        recipe.augment_epochs,
+        recipe.seed
+    );
+    let r = state.enrol(
+        &args.class,
+        &keys.keys,
+        args.new,
+        w_row.as_deref(),
+        &source,
+        now_unix(),
+    )?;
+    if args.json {
+        print_json(&r);
+    } else {
+        eprintln!(
+            "{}: enrolled {} shots as '{}'{} ({} keys in the class, {} in all); slot {} is \
+             active (was {}), pack {}",
+            r.state.display(),
+            r.added,
+            r.class,
+            if r.new_class { ", a new class" } else { "" },
+            r.class_keys,
+            r.keys,
+            r.active.name(),
+            r.previous.map_or("none", |s| s.name()),
+            r.pack
+        );
+    }
+    Ok(if keys.skipped.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_SOME_FAILED
+    })
 }
 
 fn report(r: &FlashReport, json: bool, verb: &str) {
@@ -137,7 +276,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
                 slot.flashed.as_ref().map_or(String::new(), |f| format!(
                     "; flashed {} from {}",
                     f.flashed_unix,
-                    f.source.display()
+                    f.source
                 )),
             ),
             (None, Some(problem)) => println!("{mark} slot {}  NOT USABLE: {problem}", slot.slot.name()),

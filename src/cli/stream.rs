@@ -2,15 +2,18 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use clap::Args;
 use tipedge::adapter::MAX_TOP_K;
 use tipedge::classifier::Classifier;
+use tipedge::device::control::{default_socket, serve, ControlContext, FrameTap};
+use tipedge::device::enrol::class_w_row;
 use tipedge::device::{follow_active, StateDir};
 use tipedge::encoder::ModelPaths;
 use tipedge::preprocess::{Colorimetry, PixelFormat, YuvMatrix, YuvRange};
+use tipedge::progress::Silent;
 use tipedge::record::{
     to_json_line, unix_seconds, ErrorRecord, EventRecord, PredictionRecord, StreamSummary,
 };
@@ -21,6 +24,7 @@ use tipedge::stream::mqtt::{MqttOptions, MqttPublisher, MqttTarget};
 use tipedge::stream::raw::RawReader;
 use tipedge::stream::watch::FolderWatcher;
 use tipedge::stream::{self, FrameKind, FramePolicy, FrameSource, Output, StreamOptions};
+use tipedge::zeroshot::Templates;
 
 use super::common::{load_image_encoder, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
@@ -60,6 +64,17 @@ pub struct StreamArgs {
     /// Each prediction names its pack ("pack": slot and sha256 prefix).
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
+    /// With --state: serve a control socket (default DIR/control.sock, mode 0600), one JSON
+    /// command per line, one JSON reply per line:
+    ///   {"cmd":"status"}     the slots and the stream's counters
+    ///   {"cmd":"reload"}     re-read the active pack now (as SIGHUP)
+    ///   {"cmd":"enrol","class":"hole","frames":5}
+    ///                        the next 5 frames become shots of "hole", flashed as a new pack
+    ///                        ("new":true creates a class the pack does not have)
+    /// e.g. echo '{"cmd":"status"}' | socat - UNIX-CONNECT:/var/lib/tipedge/control.sock
+    #[arg(long, value_name = "SOCKET", requires = "state", num_args = 0..=1,
+          verbatim_doc_comment)]
+    control: Option<Option<PathBuf>>,
     /// Frame format: rgb24, bgr24, gray, yuyv422, nv12, yuv420p (raw, needs --size) or mjpeg.
     #[arg(long, required_unless_present = "watch", conflicts_with = "watch")]
     format: Option<PixelFormat>,
@@ -244,10 +259,44 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
         min_prob: args.min_prob,
     };
     let session = Session::new(encoder, classifier, options)?;
+    let tap = Arc::new(FrameTap::default());
+    let classified = Arc::new(AtomicU64::new(0));
+    let current_pack = Arc::new(Mutex::new(String::new()));
+    let mut control = None;
     let follower = match device {
         Some((state, label)) => {
             let hup = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
+            if let Some(socket) = &args.control {
+                let socket = socket.clone().unwrap_or_else(|| default_socket(&state));
+                let (classified, current_pack) =
+                    (Arc::clone(&classified), Arc::clone(&current_pack));
+                let (encoder, image, run) = (
+                    Arc::clone(session.encoder()),
+                    state.model().image.clone(),
+                    args.runtime.run_options(),
+                );
+                let context = ControlContext {
+                    state: state.clone(),
+                    tap: Arc::clone(&tap),
+                    reload: Arc::clone(&hup),
+                    stop: Arc::clone(&stop),
+                    stream_status: Box::new(move || {
+                        serde_json::json!({
+                            "classified": classified.load(Ordering::Relaxed),
+                            "pack": *current_pack.lock().unwrap_or_else(|p| p.into_inner()),
+                        })
+                    }),
+                    w_row: Box::new(move |class| {
+                        let templates = Templates::resolve("tip")?;
+                        class_w_row(&encoder, &image, class, &templates, &run, &mut Silent)
+                    }),
+                    frame_wait: std::time::Duration::from_secs(5),
+                    note: Box::new(|note| eprintln!("{note}")),
+                };
+                eprintln!("control socket: {}", socket.display());
+                control = Some(serve(&socket, context)?);
+            }
             Some(follow_active(
                 state,
                 label,
@@ -304,7 +353,16 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
             arrival,
             latency_ms,
             path,
+            feature,
         } => {
+            tap.offer(prediction.frame, feature);
+            classified.fetch_add(1, Ordering::Relaxed);
+            if let Some(label) = prediction.classifier().label() {
+                let mut current = current_pack.lock().unwrap_or_else(|p| p.into_inner());
+                if *current != label {
+                    label.clone_into(&mut current);
+                }
+            }
             if args.events {
                 let Some((_, best)) = prediction.best() else {
                     return;
@@ -389,6 +447,9 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
     stop.store(true, Ordering::Relaxed);
     if let Some(f) = follower {
         let _ = f.join();
+    }
+    if let Some(c) = control {
+        let _ = c.join();
     }
     Ok(if bad == 0 { EXIT_OK } else { EXIT_SOME_FAILED })
 }

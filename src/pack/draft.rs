@@ -9,6 +9,17 @@ use crate::adapter::AdapterParams;
 use crate::kernel::{class_offsets_of, l2_normalize_rows, KeyData, KeyDtype, Keys};
 use crate::{Error, Result};
 
+/// What [`PackDraft::add_shots`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddedShots {
+    /// The class index.
+    pub class: usize,
+    /// The class was created.
+    pub new_class: bool,
+    /// Keys added.
+    pub keys: usize,
+}
+
 /// Everything a pack holds, owned. Keys are sorted by class (`class_offsets`), and `labels`
 /// agree with the offsets; the constructors keep it so.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +184,103 @@ impl PackDraft {
         Ok(())
     }
 
+    /// Adds `keys` (`n × dim` f32; each L2-normalised here) as shots of the class `name`: after
+    /// that class's keys, or, when no class has that name and `new_class` is set, as a new last
+    /// class — whose row of the zero-shot classifier W must come with it (`w_row`, `dim` values)
+    /// when the draft has one. The new keys are stored in the draft's key dtype; the keys already
+    /// there are not touched (int8 keys carry one scale each). The provenance's shots count
+    /// becomes the largest class's. On error the draft is unchanged.
+    pub fn add_shots(
+        &mut self,
+        name: &str,
+        keys: &[f32],
+        new_class: bool,
+        w_row: Option<&[f32]>,
+    ) -> Result<AddedShots> {
+        let dim = self.dim;
+        if keys.is_empty() || !keys.len().is_multiple_of(dim) {
+            return Err(Error::Invalid(format!(
+                "enrol: {} feature values are not a whole number (≥ 1) of features of dim {dim}",
+                keys.len()
+            )));
+        }
+        if let Some(bad) = keys.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "enrol: feature {} has a value that is not finite",
+                bad / dim
+            )));
+        }
+        let n = keys.len() / dim;
+        let existing = self.class_names.iter().position(|c| c == name);
+        let class = match (existing, new_class) {
+            (Some(c), _) => c,
+            (None, false) => {
+                return Err(Error::Invalid(format!(
+                    "enrol: class '{name}' is not in the pack (classes: {}); ask for a new class \
+                     to create it",
+                    self.class_names.join(", ")
+                )))
+            }
+            (None, true) => {
+                if name.is_empty() || name.chars().any(char::is_control) {
+                    return Err(Error::Invalid(format!(
+                        "enrol: {name:?} is not a class name (empty or with control characters)"
+                    )));
+                }
+                match (&self.text_classifier, w_row) {
+                    (Some(_), None) => {
+                        return Err(Error::Invalid(format!(
+                            "enrol: the pack has a zero-shot classifier W, so the new class \
+                             '{name}' needs its W row (from a CLIP text tower)"
+                        )))
+                    }
+                    (Some(_), Some(w)) if w.len() != dim || w.iter().any(|v| !v.is_finite()) => {
+                        return Err(Error::Invalid(format!(
+                            "enrol: the W row of '{name}' has {} values (finite ones needed), \
+                             expected {dim}",
+                            w.len()
+                        )))
+                    }
+                    (None, Some(_)) => {
+                        return Err(Error::Invalid(format!(
+                            "enrol: the pack has no zero-shot classifier W; '{name}' takes no W row"
+                        )))
+                    }
+                    _ => {}
+                }
+                self.class_names.len()
+            }
+        };
+        let mut new = keys.to_vec();
+        l2_normalize_rows(&mut new, dim);
+        let new = OwnedKeys::from_f32(self.key_dtype(), dim, &new)?;
+        if class == self.class_names.len() {
+            self.class_names.push(name.to_string());
+            self.class_offsets.push(self.labels.len() as u32);
+            if let (Some(w), Some(row)) = (self.text_classifier.as_mut(), w_row) {
+                w.extend_from_slice(row);
+            }
+        }
+        let at = self.class_offsets[class + 1] as usize;
+        self.keys.insert(at, dim, new);
+        self.labels
+            .splice(at..at, std::iter::repeat_n(class as u32, n));
+        for o in &mut self.class_offsets[class + 1..] {
+            *o += n as u32;
+        }
+        self.provenance.shots = self
+            .class_offsets
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0);
+        Ok(AddedShots {
+            class,
+            new_class: existing.is_none(),
+            keys: n,
+        })
+    }
+
     /// The pack's contents, borrowed, as the writer and the encoder take them.
     pub fn contents(&self) -> PackContents<'_> {
         PackContents {
@@ -195,5 +303,114 @@ impl PackDraft {
     /// rename, fsync of the directory; refused if the reader would refuse it.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         write_pack(path, &self.contents())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(dtype: KeyDtype, with_w: bool) -> PackDraft {
+        let dim = 4;
+        let keys: Vec<f32> = (0..5 * dim).map(|i| ((i * 7 % 11) as f32) - 5.0).collect();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let w = with_w.then(|| (0..2 * dim).map(|i| i as f32 * 0.1).collect());
+        let mut d = PackDraft::from_f32_keys(
+            dim,
+            keys,
+            vec![0, 1, 0, 1, 1],
+            names,
+            w,
+            AdapterParams::default(),
+            EncoderId {
+                name: "t".into(),
+                sha256: [7; 32],
+            },
+            Provenance::default(),
+        )
+        .unwrap();
+        d.convert_keys(dtype).unwrap();
+        d
+    }
+
+    /// The keys of class `c` in f32, as stored.
+    fn class_keys(d: &PackDraft, c: usize) -> Vec<f32> {
+        let o = d.class_offsets();
+        let all = d.key_data().to_f32(d.dim());
+        all[o[c] as usize * d.dim()..o[c + 1] as usize * d.dim()].to_vec()
+    }
+
+    #[test]
+    fn shots_go_after_their_class_and_leave_other_keys_bit_identical() {
+        for dtype in [KeyDtype::I8, KeyDtype::F16, KeyDtype::F32] {
+            let mut d = draft(dtype, false);
+            let before = d.clone();
+            let new = [3.0, 0.0, 4.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+            let added = d.add_shots("a", &new, false, None).unwrap();
+            assert_eq!(
+                added,
+                AddedShots {
+                    class: 0,
+                    new_class: false,
+                    keys: 2
+                }
+            );
+            assert_eq!(d.class_offsets(), &[0, 4, 7]);
+            assert_eq!(d.labels(), &[0, 0, 0, 0, 1, 1, 1]);
+            let a = class_keys(&d, 0);
+            assert_eq!(&a[..8], class_keys(&before, 0).as_slice(), "{dtype:?}");
+            // Stored normalised, in the draft's dtype.
+            let expect =
+                OwnedKeys::from_f32(dtype, 4, &[0.6, 0.0, 0.8, 0.0, 0.0, 1.0, 0.0, 0.0]).unwrap();
+            assert_eq!(&a[8..], expect.as_key_data().to_f32(4).as_slice());
+            assert_eq!(class_keys(&d, 1), class_keys(&before, 1));
+            assert_eq!(d.provenance.shots, 4);
+            // What the writer takes is consistent (it verifies its own output).
+            crate::pack::encode(&d.contents()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_new_class_comes_last_with_its_w_row() {
+        let mut d = draft(KeyDtype::I8, true);
+        let added = d
+            .add_shots("c", &[1.0, 0.0, 0.0, 0.0], true, Some(&[0.5; 4]))
+            .unwrap();
+        assert!(added.new_class);
+        assert_eq!(added.class, 2);
+        assert_eq!(d.class_names(), &["a", "b", "c"]);
+        assert_eq!(d.class_offsets(), &[0, 2, 5, 6]);
+        assert_eq!(d.text_classifier().unwrap()[8..], [0.5; 4]);
+        crate::pack::encode(&d.contents()).unwrap();
+        // "new" for a class that exists adds to it.
+        let added = d.add_shots("a", &[1.0; 4], true, None).unwrap();
+        assert!(!added.new_class);
+        assert_eq!(d.class_offsets(), &[0, 3, 6, 7]);
+    }
+
+    #[test]
+    fn refusals_leave_the_draft_unchanged() {
+        type Case<'a> = (&'a str, &'a [f32], bool, Option<&'a [f32]>, &'a str);
+        let cases: [Case; 7] = [
+            ("x", &[1.0; 4], false, None, "not in the pack"),
+            ("a", &[1.0; 3], false, None, "whole number"),
+            ("a", &[], false, None, "whole number"),
+            ("a", &[1.0, f32::NAN, 0.0, 0.0], false, None, "not finite"),
+            ("x", &[1.0; 4], true, None, "needs its W row"),
+            ("x", &[1.0; 4], true, Some(&[1.0; 3]), "expected 4"),
+            ("x\n", &[1.0; 4], true, Some(&[1.0; 4]), "not a class name"),
+        ];
+        for (name, keys, new, w, why) in cases {
+            let mut d = draft(KeyDtype::I8, true);
+            let before = d.clone();
+            let e = d.add_shots(name, keys, new, w).unwrap_err().to_string();
+            assert!(e.contains(why), "{name:?}: {e}");
+            assert_eq!(d, before);
+        }
+        let mut d = draft(KeyDtype::F16, false);
+        let e = d
+            .add_shots("x", &[1.0; 4], true, Some(&[1.0; 4]))
+            .unwrap_err();
+        assert!(e.to_string().contains("no zero-shot classifier"), "{e}");
     }
 }

@@ -22,7 +22,7 @@ mod reader;
 mod verify;
 mod writer;
 
-pub use draft::PackDraft;
+pub use draft::{AddedShots, PackDraft};
 pub use format::{
     SectionId, ALIGN, ENCODER_NAME_LEN, FIRST_VERSION, HEADER_LEN, MAGIC, MAX_DIM,
     TOOL_VERSION_LEN, VERSION,
@@ -201,6 +201,25 @@ impl OwnedKeys {
                 OwnedKeys::I8 { values, scales }
             }
         })
+    }
+
+    /// Inserts `other`'s keys (same dtype) before key `at`; `dim` values per key.
+    pub(crate) fn insert(&mut self, at: usize, dim: usize, other: OwnedKeys) {
+        match (self, other) {
+            (OwnedKeys::F32(v), OwnedKeys::F32(o)) => drop(v.splice(at * dim..at * dim, o)),
+            (OwnedKeys::F16(v), OwnedKeys::F16(o)) => drop(v.splice(at * dim..at * dim, o)),
+            (
+                OwnedKeys::I8 { values, scales },
+                OwnedKeys::I8 {
+                    values: ov,
+                    scales: os,
+                },
+            ) => {
+                values.splice(at * dim..at * dim, ov);
+                scales.splice(at..at, os);
+            }
+            _ => unreachable!("keys of one dtype are inserted into keys of that dtype"),
+        }
     }
 
     pub fn dtype(&self) -> KeyDtype {

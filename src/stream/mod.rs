@@ -94,6 +94,8 @@ pub enum Output<'a> {
         latency_ms: f64,
         /// The file, for a watched folder.
         path: Option<&'a Path>,
+        /// The frame's unit-norm feature ([`Session::last_feature`]).
+        feature: &'a [f32],
     },
     /// A frame or file that could not be classified; the stream goes on.
     Bad {
@@ -283,6 +285,7 @@ pub fn run(
                             arrival,
                             latency_ms,
                             path: path.as_deref(),
+                            feature: session.last_feature(),
                         });
                     }
                     Err(e) => {

@@ -100,9 +100,16 @@ pub fn build_keys(
     }
     for (i, class) in shots.classes.iter().enumerate() {
         if !labels.contains(&(i as u32)) {
+            let first = items
+                .iter()
+                .zip(&failed)
+                .find_map(|((_, c), f)| f.as_ref().filter(|_| *c == i));
             return Err(Error::dataset(
                 shots.root.join(&class.folder),
-                "no readable shot in this class",
+                match first {
+                    Some(f) => format!("no readable shot in this class (first: {})", f.reason),
+                    None => "no readable shot in this class".into(),
+                },
             ));
         }
     }

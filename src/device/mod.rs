@@ -17,6 +17,9 @@
 //! after. Leftover temporary files are removed by the next flash. [`StateDir::rollback`] points
 //! `active` back at the other slot after verifying it.
 
+pub mod control;
+pub mod enrol;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -69,7 +72,8 @@ pub struct InstalledModel {
 /// `DIR/slots/<slot>.json`: where a slot's pack came from.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct FlashRecord {
-    pub source: PathBuf,
+    /// The pack file flashed, or what an enrolment added.
+    pub source: String,
     /// The pack file's sha256, hex.
     pub sha256: String,
     pub flashed_unix: i64,
@@ -303,22 +307,35 @@ impl StateDir {
     /// Flashes `source` (see the module documentation); `now` is the flash time, Unix seconds.
     pub fn flash(&self, source: &Path, now: i64) -> Result<FlashReport> {
         let bytes = fs::read(source).map_err(|e| Error::pack(source, io_reason(&e)))?;
+        let _lock = self.lock()?;
+        let name = fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+        self.flash_bytes_locked(&bytes, &name.display().to_string(), now)
+            .map_err(|e| match e {
+                Error::Pack { path, reason } if path.as_os_str() == MEMORY => {
+                    Error::pack(source, reason)
+                }
+                e => e,
+            })
+    }
+
+    /// The pack `bytes` (read from `source`, which the slot's record keeps) into the inactive
+    /// slot, then made active; the caller holds [`StateDir::lock`].
+    fn flash_bytes_locked(&self, bytes: &[u8], source: &str, now: i64) -> Result<FlashReport> {
         // Full verification before anything is written.
-        let pack = Pack::from_bytes(&bytes, &self.expect())
-            .map_err(|e| Error::pack(source, strip_memory(&e.to_string())))?;
+        let pack = Pack::from_bytes(bytes, &self.expect())?;
         let previous = self.active()?;
         let target = previous.map_or(Slot::A, Slot::other);
         self.remove_leftovers();
         let path = self.slot_path(target);
-        write_atomically(&path, &bytes)?;
+        write_atomically(&path, bytes)?;
         // Read back what the disk holds and verify it again.
         let copy = self.open_slot(target)?;
-        if copy.as_bytes() != bytes.as_slice() {
+        if copy.as_bytes() != bytes {
             return Err(Error::pack(&path, "the copy differs from the source"));
         }
-        let sha256 = sha256_hex(&bytes);
+        let sha256 = sha256_hex(bytes);
         let record = FlashRecord {
-            source: fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf()),
+            source: source.to_string(),
             sha256: sha256.clone(),
             flashed_unix: now,
         };
@@ -337,6 +354,30 @@ impl StateDir {
         })
     }
 
+    /// The active slot and its pack, verified.
+    pub fn active_pack(&self) -> Result<(Slot, Pack)> {
+        let slot = self
+            .active()?
+            .ok_or_else(|| state_err(&self.root, "nothing flashed yet: no active pack"))?;
+        Ok((slot, self.open_slot(slot)?))
+    }
+
+    /// `DIR/.lock`, held exclusively while a flash, an enrolment or a rollback changes the
+    /// slots (two at once would write the same inactive slot); the kernel releases it when the
+    /// process dies.
+    fn lock(&self) -> Result<fs::File> {
+        let path = self.root.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| state_err(&path, format!("cannot open the lock: {}", io_reason(&e))))?;
+        file.lock()
+            .map_err(|e| state_err(&path, format!("cannot lock: {}", io_reason(&e))))?;
+        Ok(file)
+    }
+
     /// Points `active` back at the other slot, after verifying its pack.
     pub fn rollback(&self) -> Result<FlashReport> {
         let Some(current) = self.active()? else {
@@ -345,6 +386,7 @@ impl StateDir {
                 "nothing flashed yet: no slot to roll back to",
             ));
         };
+        let _lock = self.lock()?;
         let target = current.other();
         let pack = self.open_slot(target).map_err(|e| {
             state_err(
@@ -444,13 +486,8 @@ impl StateDir {
     }
 }
 
-/// `Pack::from_bytes` names the file `<memory>`; the caller names the real one.
-fn strip_memory(message: &str) -> String {
-    message
-        .strip_prefix("<memory>: ")
-        .unwrap_or(message)
-        .to_string()
-}
+/// How `Pack::from_bytes` names the file; `flash` names the real one instead.
+const MEMORY: &str = "<memory>";
 
 /// Keeps a running [`crate::session::Session`] on the state directory's active pack: when
 /// `active` changes (a file watch on the directory, `hup` raised by SIGHUP, and a look every
