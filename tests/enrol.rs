@@ -237,6 +237,57 @@ fn enrol_from_images_adds_shots_and_classes_through_the_slots() {
         class_keys(&reference, "oil stain")
     );
 
+    // The enrolled shots are stored with the pack: features, classes, sources (file + sha256).
+    let stored = with_new.stored_shots().expect("stored shots");
+    assert_eq!(stored.len(), 3);
+    let names: Vec<&str> = stored
+        .labels
+        .iter()
+        .map(|&c| with_new.class_names()[c as usize].as_str())
+        .collect();
+    assert_eq!(names, ["nominal", "nominal", "oil stain"]);
+    let file_sha = sha(&std::fs::read(&imgs[0]).unwrap());
+    assert!(
+        stored.sources[0].contains(imgs[0].file_name().unwrap().to_str().unwrap())
+            && stored.sources[0].contains(&file_sha[..16]),
+        "{:?}",
+        stored.sources
+    );
+    assert!(common::cosine(&stored.features[..32], &nominal[64..96]) > 0.999);
+    assert_eq!(with_new.header().version, 3);
+    // finetune trains on the drawn shots and the stored ones, and keeps them stored.
+    let ft = dir.path().join("ft.pack");
+    let finetune = |shots: Option<&Path>| {
+        let mut cmd = bin();
+        cmd.args(["finetune", "--json", "--epochs", "2", "--no-feature-store"])
+            .arg("-m")
+            .arg(model())
+            .arg("--pack")
+            .arg(sd.slot_path(sd.active().unwrap().unwrap()))
+            .arg("--val")
+            .arg(textile("val"))
+            .arg("--out")
+            .arg(&ft);
+        if let Some(s) = shots {
+            cmd.arg("--shots").arg(s);
+        }
+        cmd.output().unwrap()
+    };
+    let o = finetune(Some(&textile("shots")));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let r = json(&o);
+    assert_eq!(
+        (r["n_shots"].as_u64(), r["stored_shots"].as_u64()),
+        (Some(9), Some(3))
+    );
+    let tuned = Pack::open(&ft, &sd.expect()).unwrap();
+    assert_eq!(tuned.stored_shots(), with_new.stored_shots());
+    // Without --shots, the drawn keys have nothing to train on: refused, saying so.
+    let o = finetune(None);
+    assert_eq!(o.status.code(), Some(2));
+    let e = text(&o.stdout);
+    assert!(e.contains("0 shots are drawn here and 0 are stored"), "{e}");
+
     // Rollback undoes the enrolment: the pack before it is active again.
     let o = bin()
         .arg("rollback")

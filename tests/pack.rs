@@ -12,7 +12,7 @@ use std::path::Path;
 use tipedge::kernel::{self, Kernel, KeyData, KeyDtype, Keys, Scratch};
 use tipedge::pack::{
     self, encode, inspect, inspect_bytes, write_pack, write_with_alpha_beta, ChecksumStatus,
-    EncoderId, Expect, OwnedKeys, Pack, PackContents, Provenance,
+    EncoderId, Expect, OwnedKeys, Pack, PackContents, Provenance, StoredShots,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -117,6 +117,7 @@ impl Fixture {
             alpha: 1.0,
             beta: 5.5,
             temperature: None,
+            stored_shots: None,
             encoder: &self.encoder,
             provenance: &self.provenance,
         }
@@ -159,6 +160,9 @@ fn section_name(id: u32) -> &'static str {
         4 => "labels",
         5 => "class_names",
         6 => "text_classifier",
+        7 => "shot_features",
+        8 => "shot_labels",
+        9 => "shot_sources",
         _ => panic!("no section id {id}"),
     }
 }
@@ -854,14 +858,14 @@ fn wrong_magic_is_refused() {
 
 #[test]
 fn other_versions_are_refused_even_with_valid_checksums() {
-    for v in [0u32, 3, 0x0100_0000] {
+    for v in [0u32, 4, 0x0100_0000] {
         let mut b = Fixture::small().bytes();
         put_u32(&mut b, 8, v);
         recrc(&mut b);
         assert_refused(
             &b,
             &Expect::any(),
-            &["header: format version", "this build reads versions 1 to 2"],
+            &["header: format version", "this build reads versions 1 to 3"],
         );
     }
 }
@@ -911,6 +915,134 @@ fn version_2_carries_the_temperature() {
     b[60..64].copy_from_slice(&1.5f32.to_le_bytes());
     recrc(&mut b);
     assert_refused(&b, &Expect::any(), &["header: reserved bytes are not zero"]);
+}
+
+/// Version 3 stores the shots a device enrolled (features, classes, sources) in sections 7–9,
+/// with their count at offset 216 (reserved zero before): written only when there are stored
+/// shots, with or without a temperature (0 = none in version 3), read back as written, and every
+/// inconsistency refused with its section named.
+#[test]
+fn version_3_stores_enrolled_shots() {
+    let fx = Fixture::small(); // dim 7, classes of 2, 0 and 3 keys
+    let features: Vec<f32> = (0..3 * 7).map(|i| i as f32 * 0.01).collect();
+    let labels = [0u32, 2, 2];
+    let sources = vec![
+        "a.jpg sha256 0011".to_string(),
+        String::new(),
+        "stream frame 7, unix 1".into(),
+    ];
+    let mut c = fx.contents();
+    c.stored_shots = Some(StoredShots {
+        features: &features,
+        labels: &labels,
+        sources: &sources,
+    });
+    let v3 = encode(&c).unwrap();
+    assert_eq!(u32_at(&v3, 8), 3);
+    assert_eq!(u32_at(&v3, 216), 3);
+    assert_eq!(u32_at(&v3, 60), 0, "no temperature: 0");
+    let pack = Pack::from_bytes(&v3, &Expect::any()).unwrap();
+    assert_eq!(pack.temperature(), None);
+    let stored = pack.stored_shots().unwrap();
+    assert_eq!(stored.features, &features[..]);
+    assert_eq!(stored.labels, &labels[..]);
+    assert_eq!(stored.sources, &sources[..]);
+    assert_eq!(pack.labels(), &fx.labels[..]);
+    // With a temperature too.
+    c.temperature = Some(0.5);
+    let with_t = Pack::from_bytes(&encode(&c).unwrap(), &Expect::any()).unwrap();
+    assert_eq!(
+        (with_t.header().version, with_t.temperature()),
+        (3, Some(0.5))
+    );
+    // Empty stored shots are no stored shots: version 1.
+    let mut c0 = fx.contents();
+    c0.stored_shots = Some(StoredShots {
+        features: &[],
+        labels: &[],
+        sources: &[],
+    });
+    assert_eq!(encode(&c0).unwrap(), fx.bytes());
+
+    // The writer refuses what the reader would.
+    for (f, l, why) in [
+        (&features[..14], &labels[..], "shot_features"),
+        (
+            &features[..],
+            &[0u32, 1, 2][..],
+            "more stored shots of class 1",
+        ),
+        (&features[..], &[0u32, 0, 9][..], "label 9"),
+        (
+            &features[..],
+            &[0u32, 0, 0][..],
+            "more stored shots of class 0",
+        ),
+    ] {
+        let mut c = fx.contents();
+        c.stored_shots = Some(StoredShots {
+            features: f,
+            labels: l,
+            sources: &sources,
+        });
+        let e = encode(&c).unwrap_err().to_string();
+        assert!(e.contains(why), "{why}: {e}");
+    }
+    // The reader, with every checksum valid.
+    let b = patched(&v3, "shot_features", |s| {
+        s[8..12].copy_from_slice(&f32::NAN.to_le_bytes())
+    });
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'shot_features': value 2 of shot 0 is NaN"],
+    );
+    let b = patched(&v3, "shot_labels", |s| {
+        s[4..8].copy_from_slice(&3u32.to_le_bytes())
+    });
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'shot_labels': shot 1 has label 3"],
+    );
+    let b = patched(&v3, "shot_sources", |s| s[0] = b'\n');
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'shot_sources': source 0 contains a control"],
+    );
+    let b = patched(&v3, "shot_sources", |s| {
+        let n = s.len();
+        s[n - 2] = 0; // one NUL too many: four sources
+    });
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'shot_sources': more than 3 sources"],
+    );
+    // The count at 216: reserved before version 3, at least 1 in version 3, and the sections'
+    // lengths follow it.
+    let mut b = fx.bytes();
+    put_u32(&mut b, 216, 1);
+    recrc(&mut b);
+    assert_refused(&b, &Expect::any(), &["header: reserved bytes are not zero"]);
+    let mut b = v3.clone();
+    put_u32(&mut b, 216, 0);
+    recrc(&mut b);
+    assert_refused(&b, &Expect::any(), &["version 3 without stored shots"]);
+    let mut b = v3.clone();
+    put_u32(&mut b, 216, 2);
+    recrc(&mut b);
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'shot_features'", "2 × 7 f32 shot features take 56"],
+    );
+    // A version 2 reader's view: the shots sections are unknown to it, and the version says so.
+    let mut b = v3.clone();
+    put_u32(&mut b, 8, 2);
+    recrc(&mut b);
+    assert!(refusal(&b, &Expect::any()).contains("header:"));
 }
 
 #[test]

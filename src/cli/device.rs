@@ -7,7 +7,7 @@ use tipedge::device::{FlashReport, StateDir, DEFAULT_STATE_DIR};
 use tipedge::encoder::ModelPaths;
 
 use tipedge::dataset::expand_inputs;
-use tipedge::device::enrol::{class_w_row, shot_keys};
+use tipedge::device::enrol::{class_w_row, shot_keys, Enrolment};
 use tipedge::preprocess::augment::Augmentation;
 use tipedge::train::keys::KeyRecipe;
 use tipedge::zeroshot::Templates;
@@ -144,7 +144,7 @@ pub fn enrol(args: EnrolArgs) -> anyhow::Result<i32> {
         augmentation: Augmentation::default(),
         seed: args.seed.unwrap_or(prov.seed),
     };
-    let keys = shot_keys(
+    let shots = shot_keys(
         &encoder,
         &args.class,
         &images,
@@ -152,7 +152,7 @@ pub fn enrol(args: EnrolArgs) -> anyhow::Result<i32> {
         args.runtime.limits(),
         &mut bars,
     )?;
-    for s in &keys.skipped {
+    for s in &shots.keys.skipped {
         eprintln!("skipped shot: {}", s.reason);
     }
     let w_row = if !needs_w_row {
@@ -168,19 +168,22 @@ pub fn enrol(args: EnrolArgs) -> anyhow::Result<i32> {
             &mut bars,
         )?
     };
-    let source = format!(
+    let summary = format!(
         "enrol '{}': {} images ({} augmented passes, seed {})",
         args.class,
-        keys.labels.len(),
+        shots.keys.labels.len(),
         recipe.augment_epochs,
         recipe.seed
     );
     let r = state.enrol(
-        &args.class,
-        &keys.keys,
-        args.new,
-        w_row.as_deref(),
-        &source,
+        &Enrolment {
+            class: &args.class,
+            features: &shots.keys.keys,
+            sources: &shots.sources,
+            new_class: args.new,
+            w_row: w_row.as_deref(),
+            summary: &summary,
+        },
         now_unix(),
     )?;
     if args.json {
@@ -200,7 +203,7 @@ pub fn enrol(args: EnrolArgs) -> anyhow::Result<i32> {
             r.pack
         );
     }
-    Ok(if keys.skipped.is_empty() {
+    Ok(if shots.keys.skipped.is_empty() {
         EXIT_OK
     } else {
         EXIT_SOME_FAILED

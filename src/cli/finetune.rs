@@ -27,8 +27,11 @@ use super::{EXIT_OK, EXIT_SOME_FAILED};
 /// closed-form (no autodiff framework).
 ///
 /// The shots must be the ones the pack was built from: by default the same K and seed as the
-/// pack records (see `tipedge inspect`). The initial keys are the pack's (int8 keys are
-/// dequantised; build with --keys f32 to start from exact features).
+/// pack records (see `tipedge inspect`). Shots enrolled on a device (`tipedge enrol`, the
+/// stream's control socket) are stored in the pack and train with the others, as their stored
+/// features (their images stayed on the device); a pack made only of enrolled shots needs no
+/// --shots. The initial keys are the pack's (int8 keys are dequantised; build with --keys f32 to
+/// start from exact features).
 ///
 /// Example:
 ///   tipedge finetune --model models/fixtures/efficientnet-lite0 --pack textile.pack \
@@ -43,9 +46,10 @@ pub struct FinetuneArgs {
     /// The pack to start from (built by `tipedge cache build`, preferably tuned).
     #[arg(long)]
     pack: PathBuf,
-    /// The few-shot folder the pack was built from.
+    /// The few-shot folder the pack was built from [default: none: only the shots stored in the
+    /// pack].
     #[arg(long)]
-    shots: PathBuf,
+    shots: Option<PathBuf>,
     /// Validation split (folder per class, or a split file): picks the epoch and α/β.
     #[arg(long)]
     val: PathBuf,
@@ -99,7 +103,7 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<i32> {
     let store = args.store.dir();
     let request = FinetuneRequest {
         pack: &args.pack,
-        shots: &args.shots,
+        shots: args.shots.as_deref(),
         val: &args.val,
         out: &args.out,
         shots_per_class: args.shots_per_class.map(|k| k as usize),

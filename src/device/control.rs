@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::enrol::Enrolment;
 use super::StateDir;
 use crate::error::{io_reason, Error, Result};
 
@@ -344,7 +345,13 @@ fn handle(command: Command, c: &ControlContext) -> std::result::Result<serde_jso
                     }
                 }
             };
-            let source = format!(
+            let at = unix_now();
+            let sources: Vec<String> = captured
+                .frames
+                .iter()
+                .map(|f| format!("stream frame {f}, unix {at}"))
+                .collect();
+            let summary = format!(
                 "enrol '{class}': {n} frames of the stream ({}..={})",
                 captured.frames.first().copied().unwrap_or(0),
                 captured.frames.last().copied().unwrap_or(0)
@@ -352,12 +359,15 @@ fn handle(command: Command, c: &ControlContext) -> std::result::Result<serde_jso
             let report = c
                 .state
                 .enrol(
-                    &class,
-                    &captured.features,
-                    new,
-                    w_row.as_deref(),
-                    &source,
-                    unix_now(),
+                    &Enrolment {
+                        class: &class,
+                        features: &captured.features,
+                        sources: &sources,
+                        new_class: new,
+                        w_row: w_row.as_deref(),
+                        summary: &summary,
+                    },
+                    at,
                 )
                 .map_err(|e| e.to_string())?;
             (c.note)(&format!(

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::pack::{encode, PackDraft};
 use crate::preprocess::DecodeLimits;
 use crate::progress::Progress;
+use crate::sidecar::sha256_hex;
 use crate::train::build::tool_version;
 use crate::train::keys::{build_keys, KeyRecipe, ShotKeys};
 use crate::zeroshot::{text_classifier, Templates};
@@ -38,6 +39,8 @@ pub struct EnrolReport {
     pub class_keys: usize,
     /// All keys of the new pack.
     pub keys: usize,
+    /// Shots stored with the new pack (all enrolments so far).
+    pub stored_shots: usize,
     pub classes: Vec<String>,
     /// The slot the new pack went into, now active.
     pub active: Slot,
@@ -47,37 +50,45 @@ pub struct EnrolReport {
     pub sha256: String,
 }
 
+/// What to enrol: the input of [`StateDir::enrol`].
+#[derive(Debug, Clone, Copy)]
+pub struct Enrolment<'a> {
+    pub class: &'a str,
+    /// `n × dim` f32 features (normalised on the way in), one key each.
+    pub features: &'a [f32],
+    /// Where each shot came from, stored with it in the pack.
+    pub sources: &'a [String],
+    /// Create the class if the pack does not have it.
+    pub new_class: bool,
+    /// The new class's row of the zero-shot W, when the pack has one.
+    pub w_row: Option<&'a [f32]>,
+    /// One line for the slot's record: what was enrolled.
+    pub summary: &'a str,
+}
+
 impl StateDir {
-    /// Adds `keys` (`n × dim` f32 features, normalised here) to the class `class` of the active
-    /// pack — or creates it when `new_class` is set (with `w_row` when the pack has a zero-shot
-    /// W) — and flashes the result into the inactive slot. `source` says where the shots came
-    /// from (kept in the slot's record); `now` is the time, Unix seconds.
-    pub fn enrol(
-        &self,
-        class: &str,
-        keys: &[f32],
-        new_class: bool,
-        w_row: Option<&[f32]>,
-        source: &str,
-        now: i64,
-    ) -> Result<EnrolReport> {
+    /// Adds the shots of `e` to the active pack — to an existing class, or a new one when
+    /// `e.new_class` is set — stores them with it (features, class, source), and flashes the
+    /// result into the inactive slot. `now` is the time, Unix seconds.
+    pub fn enrol(&self, e: &Enrolment<'_>, now: i64) -> Result<EnrolReport> {
         let _lock = self.lock()?;
         let (slot, pack) = self.active_pack()?;
         let mut draft = PackDraft::from_pack(&pack);
-        let added = draft.add_shots(class, keys, new_class, w_row)?;
+        let added = draft.add_shots(e.class, e.features, e.sources, e.new_class, e.w_row)?;
         draft.provenance.created_unix = now;
         draft.provenance.tool_version = tool_version();
         let bytes = encode(&draft.contents())?;
-        let flash = self.flash_bytes_locked(&bytes, source, now)?;
+        let flash = self.flash_bytes_locked(&bytes, e.summary, now)?;
         debug_assert_eq!(flash.previous, Some(slot));
         let o = draft.class_offsets();
         Ok(EnrolReport {
             state: self.root.clone(),
-            class: class.to_string(),
+            class: e.class.to_string(),
             new_class: added.new_class,
             added: added.keys,
             class_keys: (o[added.class + 1] - o[added.class]) as usize,
             keys: draft.n_keys(),
+            stored_shots: draft.stored_shots().map_or(0, |s| s.len()),
             classes: draft.class_names().to_vec(),
             active: flash.active,
             previous: flash.previous,
@@ -85,6 +96,14 @@ impl StateDir {
             sha256: flash.sha256,
         })
     }
+}
+
+/// Shot keys of image files and where each came from.
+#[derive(Debug, Clone)]
+pub struct ImageShots {
+    pub keys: ShotKeys,
+    /// One per key: the file and the first 16 hex digits of its sha256.
+    pub sources: Vec<String>,
 }
 
 /// The keys of `images` as shots of one class, made the way `cache build` makes them
@@ -97,7 +116,7 @@ pub fn shot_keys(
     recipe: &KeyRecipe,
     limits: DecodeLimits,
     progress: &mut dyn Progress,
-) -> Result<ShotKeys> {
+) -> Result<ImageShots> {
     if images.is_empty() {
         return Err(Error::Invalid(format!(
             "enrol: no images for class '{class}'"
@@ -115,14 +134,23 @@ pub fn shot_keys(
     progress.start("enrol", images.len() * passes);
     let keys = build_keys(encoder, &set, recipe, limits, |n| progress.set(n));
     progress.finish();
-    keys.map_err(|e| match e {
+    let keys = keys.map_err(|e| match e {
         // build_keys names the class folder; here the class is all there is.
         Error::Dataset { reason, .. } => Error::Invalid(format!(
             "enrol: none of the {} images of '{class}' could be read: {reason}",
             images.len()
         )),
         e => e,
-    })
+    })?;
+    let sources = images
+        .iter()
+        .filter(|p| !keys.skipped.iter().any(|s| &s.path == *p))
+        .map(|p| {
+            let sha = std::fs::read(p).map_or_else(|_| "?".into(), |b| sha256_hex(&b));
+            format!("{} sha256 {}", p.display(), &sha[..16.min(sha.len())])
+        })
+        .collect();
+    Ok(ImageShots { keys, sources })
 }
 
 /// The new class's row of CLIP's zero-shot classifier W, from its name and `templates` with the

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{write_pack, EncoderId, OwnedKeys, Pack, PackContents, Provenance};
+use super::{write_pack, EncoderId, OwnedKeys, Pack, PackContents, Provenance, StoredShots};
 use crate::adapter::AdapterParams;
 use crate::kernel::{class_offsets_of, l2_normalize_rows, KeyData, KeyDtype, Keys};
 use crate::{Error, Result};
@@ -36,6 +36,10 @@ pub struct PackDraft {
     pub temperature: Option<f32>,
     pub encoder: EncoderId,
     pub provenance: Provenance,
+    /// Shots stored with the pack (enrolled on a device): features `n × dim`, classes, sources.
+    shot_features: Vec<f32>,
+    shot_labels: Vec<u32>,
+    shot_sources: Vec<String>,
 }
 
 impl PackDraft {
@@ -98,12 +102,16 @@ impl PackDraft {
             temperature: None,
             encoder,
             provenance,
+            shot_features: Vec::new(),
+            shot_labels: Vec::new(),
+            shot_sources: Vec::new(),
         })
     }
 
     /// A copy of an open pack, to edit (new α/β, fine-tuned keys, more shots).
     pub fn from_pack(pack: &Pack) -> PackDraft {
         let c = pack.contents();
+        let shots = c.stored_shots;
         PackDraft {
             dim: c.dim,
             keys: match c.key_data {
@@ -122,6 +130,9 @@ impl PackDraft {
             temperature: pack.temperature(),
             encoder: c.encoder.clone(),
             provenance: c.provenance.clone(),
+            shot_features: shots.map_or_else(Vec::new, |s| s.features.to_vec()),
+            shot_labels: shots.map_or_else(Vec::new, |s| s.labels.to_vec()),
+            shot_sources: shots.map_or_else(Vec::new, |s| s.sources.to_vec()),
         }
     }
 
@@ -148,6 +159,14 @@ impl PackDraft {
     }
     pub fn text_classifier(&self) -> Option<&[f32]> {
         self.text_classifier.as_deref()
+    }
+    /// The shots stored with the pack, if any.
+    pub fn stored_shots(&self) -> Option<StoredShots<'_>> {
+        (!self.shot_labels.is_empty()).then_some(StoredShots {
+            features: &self.shot_features,
+            labels: &self.shot_labels,
+            sources: &self.shot_sources,
+        })
     }
     pub fn key_data(&self) -> KeyData<'_> {
         self.keys.as_key_data()
@@ -188,12 +207,15 @@ impl PackDraft {
     /// that class's keys, or, when no class has that name and `new_class` is set, as a new last
     /// class — whose row of the zero-shot classifier W must come with it (`w_row`, `dim` values)
     /// when the draft has one. The new keys are stored in the draft's key dtype; the keys already
-    /// there are not touched (int8 keys carry one scale each). The provenance's shots count
-    /// becomes the largest class's. On error the draft is unchanged.
+    /// there are not touched (int8 keys carry one scale each). Each shot is also stored with the
+    /// pack, in f32 with its class and `sources` entry (one per key), for a later `finetune`.
+    /// The provenance's shots count becomes the largest class's. On error the draft is
+    /// unchanged.
     pub fn add_shots(
         &mut self,
         name: &str,
         keys: &[f32],
+        sources: &[String],
         new_class: bool,
         w_row: Option<&[f32]>,
     ) -> Result<AddedShots> {
@@ -211,6 +233,17 @@ impl PackDraft {
             )));
         }
         let n = keys.len() / dim;
+        if sources.len() != n {
+            return Err(Error::Invalid(format!(
+                "enrol: {} sources for {n} shots",
+                sources.len()
+            )));
+        }
+        if let Some(i) = sources.iter().position(|s| s.chars().any(char::is_control)) {
+            return Err(Error::Invalid(format!(
+                "enrol: the source of shot {i} contains a control character"
+            )));
+        }
         let existing = self.class_names.iter().position(|c| c == name);
         let class = match (existing, new_class) {
             (Some(c), _) => c,
@@ -251,9 +284,9 @@ impl PackDraft {
                 self.class_names.len()
             }
         };
-        let mut new = keys.to_vec();
-        l2_normalize_rows(&mut new, dim);
-        let new = OwnedKeys::from_f32(self.key_dtype(), dim, &new)?;
+        let mut normalized = keys.to_vec();
+        l2_normalize_rows(&mut normalized, dim);
+        let new = OwnedKeys::from_f32(self.key_dtype(), dim, &normalized)?;
         if class == self.class_names.len() {
             self.class_names.push(name.to_string());
             self.class_offsets.push(self.labels.len() as u32);
@@ -268,6 +301,10 @@ impl PackDraft {
         for o in &mut self.class_offsets[class + 1..] {
             *o += n as u32;
         }
+        self.shot_features.extend_from_slice(&normalized);
+        self.shot_labels
+            .extend(std::iter::repeat_n(class as u32, n));
+        self.shot_sources.extend_from_slice(sources);
         self.provenance.shots = self
             .class_offsets
             .windows(2)
@@ -294,6 +331,7 @@ impl PackDraft {
             alpha: self.params.alpha,
             beta: self.params.beta,
             temperature: self.temperature,
+            stored_shots: self.stored_shots(),
             encoder: &self.encoder,
             provenance: &self.provenance,
         }
@@ -333,6 +371,10 @@ mod tests {
         d
     }
 
+    fn src(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("shot {i}")).collect()
+    }
+
     /// The keys of class `c` in f32, as stored.
     fn class_keys(d: &PackDraft, c: usize) -> Vec<f32> {
         let o = d.class_offsets();
@@ -346,7 +388,7 @@ mod tests {
             let mut d = draft(dtype, false);
             let before = d.clone();
             let new = [3.0, 0.0, 4.0, 0.0, 0.0, 1.0, 0.0, 0.0];
-            let added = d.add_shots("a", &new, false, None).unwrap();
+            let added = d.add_shots("a", &new, &src(2), false, None).unwrap();
             assert_eq!(
                 added,
                 AddedShots {
@@ -365,8 +407,16 @@ mod tests {
             assert_eq!(&a[8..], expect.as_key_data().to_f32(4).as_slice());
             assert_eq!(class_keys(&d, 1), class_keys(&before, 1));
             assert_eq!(d.provenance.shots, 4);
-            // What the writer takes is consistent (it verifies its own output).
-            crate::pack::encode(&d.contents()).unwrap();
+            let stored = d.stored_shots().unwrap();
+            assert_eq!(stored.labels, &[0, 0]);
+            assert_eq!(stored.features, &[0.6, 0.0, 0.8, 0.0, 0.0, 1.0, 0.0, 0.0]);
+            assert_eq!(stored.sources, &["shot 0", "shot 1"]);
+            // Written as version 3 and read back the same (the writer verifies its output).
+            let bytes = crate::pack::encode(&d.contents()).unwrap();
+            let p = Pack::from_bytes(&bytes, &crate::pack::Expect::any()).unwrap();
+            assert_eq!(p.header().version, 3);
+            assert_eq!(p.stored_shots(), d.stored_shots());
+            assert_eq!(PackDraft::from_pack(&p), d);
         }
     }
 
@@ -374,7 +424,7 @@ mod tests {
     fn a_new_class_comes_last_with_its_w_row() {
         let mut d = draft(KeyDtype::I8, true);
         let added = d
-            .add_shots("c", &[1.0, 0.0, 0.0, 0.0], true, Some(&[0.5; 4]))
+            .add_shots("c", &[1.0, 0.0, 0.0, 0.0], &src(1), true, Some(&[0.5; 4]))
             .unwrap();
         assert!(added.new_class);
         assert_eq!(added.class, 2);
@@ -383,7 +433,7 @@ mod tests {
         assert_eq!(d.text_classifier().unwrap()[8..], [0.5; 4]);
         crate::pack::encode(&d.contents()).unwrap();
         // "new" for a class that exists adds to it.
-        let added = d.add_shots("a", &[1.0; 4], true, None).unwrap();
+        let added = d.add_shots("a", &[1.0; 4], &src(1), true, None).unwrap();
         assert!(!added.new_class);
         assert_eq!(d.class_offsets(), &[0, 3, 6, 7]);
     }
@@ -403,13 +453,16 @@ mod tests {
         for (name, keys, new, w, why) in cases {
             let mut d = draft(KeyDtype::I8, true);
             let before = d.clone();
-            let e = d.add_shots(name, keys, new, w).unwrap_err().to_string();
+            let e = d
+                .add_shots(name, keys, &src(keys.len() / 4), new, w)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why), "{name:?}: {e}");
             assert_eq!(d, before);
         }
         let mut d = draft(KeyDtype::F16, false);
         let e = d
-            .add_shots("x", &[1.0; 4], true, Some(&[1.0; 4]))
+            .add_shots("x", &[1.0; 4], &src(1), true, Some(&[1.0; 4]))
             .unwrap_err();
         assert!(e.to_string().contains("no zero-shot classifier"), "{e}");
     }

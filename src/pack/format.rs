@@ -1,4 +1,4 @@
-//! The byte layout, versions 1 and 2 (FORMAT.md is the specification): constants, field offsets, section ids,
+//! The byte layout, versions 1 to 3 (FORMAT.md is the specification): constants, field offsets, section ids,
 //! and the decoding of the fixed header and the section table. Decoding here only reads; what a
 //! value must satisfy is decided in `verify`.
 
@@ -7,9 +7,14 @@ use crate::kernel::KeyDtype;
 /// First 8 bytes of every pack.
 pub const MAGIC: [u8; 8] = *b"TIPEPACK";
 /// The newest format version this build writes and reads: 2 adds the temperature of calibrated
-/// probabilities. A pack without a temperature is written as version 1, byte for byte what
-/// earlier builds wrote and read.
-pub const VERSION: u32 = 2;
+/// probabilities, 3 the stored shots (features, classes and sources of shots enrolled on a
+/// device). A writer uses the oldest version that holds the contents: a pack without stored
+/// shots or temperature is version 1, byte for byte what earlier builds wrote and read.
+pub const VERSION: u32 = 3;
+/// The version that added the temperature.
+pub const TEMPERATURE_VERSION: u32 = 2;
+/// The version that added stored shots.
+pub const SHOTS_VERSION: u32 = 3;
 /// The oldest format version this build reads.
 pub const FIRST_VERSION: u32 = 1;
 /// Written as a little-endian u32: the bytes `4D 3C 2B 1A` on disk.
@@ -54,11 +59,14 @@ pub(crate) mod at {
     pub const SEED: usize = 168;
     pub const CREATED_UNIX: usize = 176;
     pub const TOOL_VERSION: usize = 184;
-    pub const RESERVED1: usize = 216;
+    /// Version 3: the number of stored shots (u32); reserved (zero) before.
+    pub const STORED_SHOTS: usize = 216;
+    pub const RESERVED1: usize = 220;
     pub const HEADER_CRC: usize = 252;
 }
 
-/// The sections of a v1 pack. The discriminant is the id stored in the section table.
+/// The sections of a pack (7 to 9 from version 3). The discriminant is the id stored in the
+/// section table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SectionId {
     Keys = 1,
@@ -67,17 +75,23 @@ pub enum SectionId {
     Labels = 4,
     ClassNames = 5,
     TextClassifier = 6,
+    ShotFeatures = 7,
+    ShotLabels = 8,
+    ShotSources = 9,
 }
 
 impl SectionId {
     /// In id order, which is also the order the writer lays them out.
-    pub const ALL: [SectionId; 6] = [
+    pub const ALL: [SectionId; 9] = [
         SectionId::Keys,
         SectionId::KeyScales,
         SectionId::ClassOffsets,
         SectionId::Labels,
         SectionId::ClassNames,
         SectionId::TextClassifier,
+        SectionId::ShotFeatures,
+        SectionId::ShotLabels,
+        SectionId::ShotSources,
     ];
 
     pub fn code(self) -> u32 {
@@ -97,6 +111,9 @@ impl SectionId {
             SectionId::Labels => "labels",
             SectionId::ClassNames => "class_names",
             SectionId::TextClassifier => "text_classifier",
+            SectionId::ShotFeatures => "shot_features",
+            SectionId::ShotLabels => "shot_labels",
+            SectionId::ShotSources => "shot_sources",
         }
     }
 
@@ -180,6 +197,8 @@ pub(crate) struct RawHeader {
     pub seed: u64,
     pub created_unix: i64,
     pub tool_version: [u8; TOOL_VERSION_LEN],
+    /// Stored shots (version 3) or reserved zero.
+    pub stored_shots: u32,
     pub reserved1_zero: bool,
     pub header_crc: u32,
 }
@@ -214,6 +233,7 @@ impl RawHeader {
             seed: u64_at(b, at::SEED),
             created_unix: u64_at(b, at::CREATED_UNIX) as i64,
             tool_version,
+            stored_shots: u32_at(b, at::STORED_SHOTS),
             reserved1_zero: b[at::RESERVED1..at::HEADER_CRC].iter().all(|&x| x == 0),
             header_crc: u32_at(b, at::HEADER_CRC),
         }

@@ -222,6 +222,13 @@ impl fmt::Display for Inspection {
             "provenance       {} shots, {} augmentation epochs, seed {}, tool '{}', created {} (unix)",
             p.shots, p.augment_epochs, p.seed, p.tool_version, p.created_unix
         )?;
+        if h.stored_shots > 0 {
+            writeln!(
+                f,
+                "stored shots     {} (enrolled on a device: features, classes, sources)",
+                h.stored_shots
+            )?;
+        }
         writeln!(f, "sections:")?;
         for s in &self.sections {
             writeln!(

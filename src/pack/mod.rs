@@ -24,8 +24,8 @@ mod writer;
 
 pub use draft::{AddedShots, PackDraft};
 pub use format::{
-    SectionId, ALIGN, ENCODER_NAME_LEN, FIRST_VERSION, HEADER_LEN, MAGIC, MAX_DIM,
-    TOOL_VERSION_LEN, VERSION,
+    SectionId, ALIGN, ENCODER_NAME_LEN, FIRST_VERSION, HEADER_LEN, MAGIC, MAX_DIM, SHOTS_VERSION,
+    TEMPERATURE_VERSION, TOOL_VERSION_LEN, VERSION,
 };
 pub use inspect::{inspect, inspect_bytes, ChecksumStatus, ClassInfo, Inspection, SectionInfo};
 pub use reader::Pack;
@@ -131,6 +131,8 @@ pub struct Header {
     /// validation split (version 2); `None` in a version 1 pack: probabilities are
     /// `softmax(logits)`.
     pub temperature: Option<f32>,
+    /// Shots stored with the pack (version 3): their features, classes and sources.
+    pub stored_shots: usize,
     pub encoder: EncoderId,
     pub provenance: Provenance,
 }
@@ -164,10 +166,35 @@ pub struct PackContents<'a> {
     pub logit_scale: f32,
     pub alpha: f32,
     pub beta: f32,
-    /// The temperature of calibrated probabilities; `Some` makes the pack version 2.
+    /// The temperature of calibrated probabilities; `Some` makes the pack version 2 (or 3).
     pub temperature: Option<f32>,
+    /// Shots stored with the pack; `Some` (non-empty) makes the pack version 3.
+    pub stored_shots: Option<StoredShots<'a>>,
     pub encoder: &'a EncoderId,
     pub provenance: &'a Provenance,
+}
+
+/// Shots kept in a pack beside the keys they made (version 3): what a device enrolled, so that a
+/// later `finetune` can train on them although their images never left the device. Each shot
+/// made one key of its class.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StoredShots<'a> {
+    /// Unit-norm f32 features, row-major `n × dim`.
+    pub features: &'a [f32],
+    /// The class of each.
+    pub labels: &'a [u32],
+    /// Where each came from (a file and its sha256, a stream frame and its time): UTF-8 without
+    /// control characters.
+    pub sources: &'a [String],
+}
+
+impl StoredShots<'_> {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
 }
 
 /// Keys converted from f32 into the dtype they are stored in, ready for [`PackContents`].

@@ -2,7 +2,7 @@
 
 use super::format::{AlignedBytes, SectionId, HEADER_LEN};
 use super::verify::{self, cast, Layout};
-use super::{EncoderId, Expect, Header, PackContents, Provenance};
+use super::{EncoderId, Expect, Header, PackContents, Provenance, StoredShots};
 use crate::adapter::AdapterParams;
 use crate::kernel::{KeyData, KeyDtype, Keys};
 use crate::{Error, Result};
@@ -144,7 +144,7 @@ impl Pack {
     pub fn params(&self) -> AdapterParams {
         self.layout.header.params()
     }
-    /// The temperature of calibrated probabilities, if the pack has one (version 2).
+    /// The temperature of calibrated probabilities, if the pack has one (version 2 or 3).
     pub fn temperature(&self) -> Option<f32> {
         self.layout.header.temperature
     }
@@ -200,6 +200,20 @@ impl Pack {
             })
     }
 
+    /// The shots stored with the pack (version 3), if any.
+    pub fn stored_shots(&self) -> Option<StoredShots<'_>> {
+        (self.layout.header.stored_shots > 0).then(|| StoredShots {
+            features: cast(
+                self.section(SectionId::ShotFeatures),
+                SectionId::ShotFeatures,
+            )
+            .expect("verified at open: shot features cast in place"),
+            labels: cast(self.section(SectionId::ShotLabels), SectionId::ShotLabels)
+                .expect("verified at open: shot labels cast in place"),
+            sources: &self.layout.shot_sources,
+        })
+    }
+
     /// Everything in the pack, ready to write again (e.g. with new α and β).
     pub fn contents(&self) -> PackContents<'_> {
         let h = self.header();
@@ -214,6 +228,7 @@ impl Pack {
             alpha: h.alpha,
             beta: h.beta,
             temperature: h.temperature,
+            stored_shots: self.stored_shots(),
             encoder: &h.encoder,
             provenance: &h.provenance,
         }

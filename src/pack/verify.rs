@@ -7,7 +7,8 @@
 
 use super::format::{
     self, align_up, header_crc, RawEntry, RawHeader, SectionId, ENCODER_NAME_LEN, ENDIAN_MARKER,
-    ENTRY_LEN, FIRST_VERSION, HEADER_LEN, MAGIC, MAX_DIM, MAX_SECTIONS, TOOL_VERSION_LEN, VERSION,
+    ENTRY_LEN, FIRST_VERSION, HEADER_LEN, MAGIC, MAX_DIM, MAX_SECTIONS, SHOTS_VERSION,
+    TEMPERATURE_VERSION, TOOL_VERSION_LEN, VERSION,
 };
 use super::{EncoderId, Expect, Header, Provenance};
 use crate::kernel::{KeyData, KeyDtype};
@@ -18,13 +19,15 @@ use std::ops::Range;
 /// Where the verified sections lie in the buffer, by [`SectionId::index`].
 pub(crate) type SectionRanges = [Option<Range<usize>>; SectionId::ALL.len()];
 
-/// What verification learnt: the decoded header, the sections, and the class names (the only
-/// part copied out of the file: they are small and wanted as `String`s).
+/// What verification learnt: the decoded header, the sections, and the class names and stored
+/// shots' sources (the only parts copied out of the file: they are small and wanted as
+/// `String`s).
 #[derive(Clone, Debug)]
 pub(crate) struct Layout {
     pub header: Header,
     pub sections: SectionRanges,
     pub class_names: Vec<String>,
+    pub shot_sources: Vec<String>,
 }
 
 /// Checks everything; on success every section in `sections` may be cast in place.
@@ -70,11 +73,12 @@ pub(crate) fn verify(b: &[u8], expect: &Expect) -> Result<Layout, String> {
             }
         }
     }
-    let class_names = check_values(b, &header, &sections)?;
+    let (class_names, shot_sources) = check_values(b, &header, &sections)?;
     Ok(Layout {
         header,
         sections,
         class_names,
+        shot_sources,
     })
 }
 
@@ -168,16 +172,23 @@ pub(crate) fn decode_header(raw: &RawHeader, strict: bool) -> Result<Header, Str
                 return Err(format!("header: {what} is {v} (must be finite)"));
             }
         }
-        if (raw.version == 1 && raw.temperature_bits != 0) || !raw.reserved1_zero {
+        if (raw.version < TEMPERATURE_VERSION && raw.temperature_bits != 0)
+            || (raw.version < SHOTS_VERSION && raw.stored_shots != 0)
+            || !raw.reserved1_zero
+        {
             return Err("header: reserved bytes are not zero".into());
         }
-        if raw.version >= 2 {
+        // Version 2 always has a temperature; in version 3 it is optional (0 = none).
+        if raw.version == TEMPERATURE_VERSION || raw.temperature_bits != 0 {
             let t = f32::from_bits(raw.temperature_bits);
             if !(t.is_finite() && t > 0.0) {
                 return Err(format!(
                     "header: temperature is {t} (must be a finite positive number)"
                 ));
             }
+        }
+        if raw.version >= SHOTS_VERSION && raw.stored_shots == 0 {
+            return Err("header: version 3 without stored shots (write version 1 or 2)".into());
         }
     }
     Ok(Header {
@@ -190,7 +201,13 @@ pub(crate) fn decode_header(raw: &RawHeader, strict: bool) -> Result<Header, Str
         logit_scale: raw.logit_scale,
         alpha: raw.alpha,
         beta: raw.beta,
-        temperature: (raw.version >= 2).then(|| f32::from_bits(raw.temperature_bits)),
+        temperature: (raw.version >= TEMPERATURE_VERSION && raw.temperature_bits != 0)
+            .then(|| f32::from_bits(raw.temperature_bits)),
+        stored_shots: if raw.version >= SHOTS_VERSION {
+            raw.stored_shots as usize
+        } else {
+            0
+        },
         encoder: EncoderId {
             name,
             sha256: raw.encoder_sha256,
@@ -252,7 +269,11 @@ fn expected_len(id: SectionId, h: &Header) -> Result<Option<u64>, String> {
         SectionId::KeyScales | SectionId::Labels => Some(n_keys * 4),
         SectionId::ClassOffsets => Some((nc + 1) * 4),
         SectionId::TextClassifier => nc.checked_mul(dim).and_then(|x| x.checked_mul(4)),
-        SectionId::ClassNames => return Ok(None),
+        SectionId::ShotFeatures => (h.stored_shots as u64)
+            .checked_mul(dim)
+            .and_then(|x| x.checked_mul(4)),
+        SectionId::ShotLabels => Some(h.stored_shots as u64 * 4),
+        SectionId::ClassNames | SectionId::ShotSources => return Ok(None),
     };
     v.map(Some).ok_or_else(|| {
         format!(
@@ -270,6 +291,9 @@ fn what_it_holds(id: SectionId, h: &Header) -> String {
         SectionId::ClassOffsets => format!("{} u32 class offsets", h.n_classes + 1),
         SectionId::TextClassifier => format!("{} × {} f32 weights", h.n_classes, h.dim),
         SectionId::ClassNames => "class names".into(),
+        SectionId::ShotFeatures => format!("{} × {} f32 shot features", h.stored_shots, h.dim),
+        SectionId::ShotLabels => format!("{} u32 shot labels", h.stored_shots),
+        SectionId::ShotSources => "shot sources".into(),
     }
 }
 
@@ -320,6 +344,16 @@ fn check_table(b: &[u8], h: &Header, entries: &[RawEntry]) -> Result<SectionRang
         let present = found[id.index()].is_some();
         match id {
             SectionId::TextClassifier => {}
+            SectionId::ShotFeatures | SectionId::ShotLabels | SectionId::ShotSources
+                if present != (h.stored_shots > 0) =>
+            {
+                return Err(format!(
+                    "section '{id}': {}, but the header says {} stored shots",
+                    if present { "present" } else { "missing" },
+                    h.stored_shots
+                ));
+            }
+            SectionId::ShotFeatures | SectionId::ShotLabels | SectionId::ShotSources => {}
             SectionId::KeyScales if h.key_dtype != KeyDtype::I8 && present => {
                 return Err(format!(
                     "section '{id}': present, but the keys are {} (only int8 keys have scales)",
@@ -395,8 +429,14 @@ pub(crate) fn key_data<'b>(
 }
 
 /// The values: finite keys, W and scales, scales ≥ 0, int8 in −127..=127, class offsets a
-/// partition of the keys, labels agreeing with it, exactly `n_classes` good class names.
-fn check_values(b: &[u8], h: &Header, s: &SectionRanges) -> Result<Vec<String>, String> {
+/// partition of the keys, labels agreeing with it, exactly `n_classes` good class names; stored
+/// shots with finite features, classes the pack has (no more shots of a class than its keys)
+/// and one source each.
+fn check_values(
+    b: &[u8],
+    h: &Header,
+    s: &SectionRanges,
+) -> Result<(Vec<String>, Vec<String>), String> {
     let dim = h.dim;
     match key_data(b, h, s)? {
         KeyData::F32(v) => first_bad(v.iter().map(|x| (x.is_finite(), *x)), dim, "keys")?,
@@ -443,7 +483,70 @@ fn check_values(b: &[u8], h: &Header, s: &SectionRanges) -> Result<Vec<String>, 
             "text_classifier",
         )?;
     }
-    Ok(names)
+    let mut sources = Vec::new();
+    if h.stored_shots > 0 {
+        let f: &[f32] = cast(
+            section(b, s, SectionId::ShotFeatures).unwrap_or(&[]),
+            SectionId::ShotFeatures,
+        )?;
+        first_bad(f.iter().map(|x| (x.is_finite(), *x)), dim, "shot_features")?;
+        let l: &[u32] = cast(
+            section(b, s, SectionId::ShotLabels).unwrap_or(&[]),
+            SectionId::ShotLabels,
+        )?;
+        let mut per_class = vec![0u32; h.n_classes];
+        for (i, &c) in l.iter().enumerate() {
+            let Some(n) = per_class.get_mut(c as usize) else {
+                return Err(format!(
+                    "section 'shot_labels': shot {i} has label {c}, but the pack has {} classes",
+                    h.n_classes
+                ));
+            };
+            *n += 1;
+            let keys = offsets[c as usize + 1] - offsets[c as usize];
+            if *n > keys {
+                return Err(format!(
+                    "section 'shot_labels': more stored shots of class {c} than its {keys} keys"
+                ));
+            }
+        }
+        sources = parse_strings(
+            section(b, s, SectionId::ShotSources).unwrap_or(&[]),
+            h.stored_shots,
+            "shot_sources",
+            "source",
+        )?;
+    }
+    Ok((names, sources))
+}
+
+/// `n` NUL-terminated UTF-8 strings without control characters (the shots' sources; empty ones
+/// allowed).
+fn parse_strings(b: &[u8], n: usize, section: &str, what: &str) -> Result<Vec<String>, String> {
+    let Some((&0, body)) = b.split_last() else {
+        return Err(format!("section '{section}': does not end with a NUL byte"));
+    };
+    let mut out = Vec::with_capacity(n.min(b.len()));
+    for (i, raw) in body.split(|&c| c == 0).enumerate() {
+        if i >= n {
+            return Err(format!("section '{section}': more than {n} {what}s"));
+        }
+        let v = std::str::from_utf8(raw)
+            .map_err(|e| format!("section '{section}': {what} {i} is not valid UTF-8 ({e})"))?;
+        if v.chars().any(char::is_control) {
+            return Err(format!(
+                "section '{section}': {what} {i} contains a control character"
+            ));
+        }
+        out.push(v.to_string());
+    }
+    if out.len() != n {
+        return Err(format!(
+            "section '{section}': {} {what}s for {n} shots",
+            out.len()
+        ));
+    }
+    Ok(out)
 }
 
 /// The first non-finite value of a row-major matrix, as an error naming row and column.
@@ -457,10 +560,10 @@ fn first_bad(
         Some((i, (_, v))) => Err(format!(
             "section '{section}': value {} of {} {} is {v} (must be finite)",
             i % dim,
-            if section == "keys" {
-                "key"
-            } else {
-                "the row of class"
+            match section {
+                "keys" => "key",
+                "shot_features" => "shot",
+                _ => "the row of class",
             },
             i / dim
         )),

@@ -3,7 +3,7 @@
 
 use super::format::{
     self, align_up, at, header_crc, AlignedBytes, RawEntry, SectionId, ENDIAN_MARKER, ENTRY_LEN,
-    FIRST_VERSION, HEADER_LEN, MAGIC, VERSION,
+    FIRST_VERSION, HEADER_LEN, MAGIC, SHOTS_VERSION, TEMPERATURE_VERSION,
 };
 use super::verify::{self, data_start};
 use super::{Expect, Pack, PackContents};
@@ -58,6 +58,15 @@ fn put_u64(b: &mut [u8], at: usize, v: u64) {
 }
 fn put_f32(b: &mut [u8], at: usize, v: f32) {
     put_u32(b, at, v.to_bits());
+}
+
+/// Strings, each followed by a NUL (already there: the buffer is zeroed).
+fn put_strings(s: &mut [u8], strings: &[String]) {
+    let mut o = 0;
+    for v in strings {
+        s[o..o + v.len()].copy_from_slice(v.as_bytes());
+        o += v.len() + 1;
+    }
 }
 
 fn put_words<const N: usize, T: Copy>(out: &mut [u8], v: &[T], to_le: impl Fn(T) -> [u8; N]) {
@@ -146,6 +155,24 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
         }
     }
 
+    let shots = c.stored_shots.filter(|s| !s.is_empty());
+    if let Some(sh) = shots {
+        let m = sh.labels.len();
+        if Some(sh.features.len()) != m.checked_mul(dim) || sh.sources.len() != m {
+            return Err(format!(
+                "section 'shot_features': {} values and {} sources for {m} shots of dim {dim}",
+                sh.features.len(),
+                sh.sources.len()
+            ));
+        }
+        if u32::try_from(m).is_err() {
+            return Err(format!("section 'shot_labels': {m} shots exceed u32"));
+        }
+        if let Some(i) = sh.sources.iter().position(|n| n.contains('\0')) {
+            return Err(format!("section 'shot_sources': source {i} contains a NUL"));
+        }
+    }
+
     // Layout: sections in id order, each at the next multiple of ALIGN.
     let names_len: usize = c.class_names.iter().map(|n| n.len() + 1).sum();
     let value_bytes = format::value_bytes(c.key_data.dtype()) as usize;
@@ -158,6 +185,12 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
     present.push((SectionId::ClassNames, names_len));
     if let Some(w) = c.text_classifier {
         present.push((SectionId::TextClassifier, w.len() * 4));
+    }
+    if let Some(sh) = shots {
+        present.push((SectionId::ShotFeatures, sh.features.len() * 4));
+        present.push((SectionId::ShotLabels, sh.labels.len() * 4));
+        let len = sh.sources.iter().map(|n| n.len() + 1).sum();
+        present.push((SectionId::ShotSources, len));
     }
     let mut cursor = data_start(present.len());
     let mut placed = Vec::with_capacity(present.len());
@@ -187,11 +220,20 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
             }
             SectionId::ClassOffsets => put_words(s, c.class_offsets, u32::to_le_bytes),
             SectionId::Labels => put_words(s, c.labels, u32::to_le_bytes),
-            SectionId::ClassNames => {
-                let mut o = 0;
-                for name in c.class_names {
-                    s[o..o + name.len()].copy_from_slice(name.as_bytes());
-                    o += name.len() + 1; // the NUL is already there
+            SectionId::ClassNames => put_strings(s, c.class_names),
+            SectionId::ShotFeatures => {
+                if let Some(sh) = shots {
+                    put_words(s, sh.features, f32::to_le_bytes)
+                }
+            }
+            SectionId::ShotLabels => {
+                if let Some(sh) = shots {
+                    put_words(s, sh.labels, u32::to_le_bytes)
+                }
+            }
+            SectionId::ShotSources => {
+                if let Some(sh) = shots {
+                    put_strings(s, sh.sources)
                 }
             }
             SectionId::TextClassifier => {
@@ -213,9 +255,12 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
         e.encode(&mut b[o..o + ENTRY_LEN]);
     }
     b[at::MAGIC..at::MAGIC + 8].copy_from_slice(&MAGIC);
-    // A pack without a temperature is version 1, as earlier builds wrote it.
-    let version = if c.temperature.is_some() {
-        VERSION
+    // The oldest version that holds the contents: a pack without a temperature or stored
+    // shots is version 1, as earlier builds wrote it.
+    let version = if shots.is_some() {
+        SHOTS_VERSION
+    } else if c.temperature.is_some() {
+        TEMPERATURE_VERSION
     } else {
         FIRST_VERSION
     };
@@ -239,6 +284,7 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
     put_u32(b, at::AUGMENT_EPOCHS, c.provenance.augment_epochs);
     put_u64(b, at::SEED, c.provenance.seed);
     put_u64(b, at::CREATED_UNIX, c.provenance.created_unix as u64);
+    put_u32(b, at::STORED_SHOTS, shots.map_or(0, |s| s.len() as u32));
     let tool = c.provenance.tool_version.as_bytes();
     b[at::TOOL_VERSION..at::TOOL_VERSION + tool.len()].copy_from_slice(tool);
     let crc = header_crc(b, placed.len());

@@ -29,8 +29,9 @@ use crate::train::tune::{accuracy_at_params, tune_model};
 pub struct FinetuneRequest<'a> {
     /// The pack to start from.
     pub pack: &'a Path,
-    /// The few-shot folder the pack was built from.
-    pub shots: &'a Path,
+    /// The few-shot folder the pack was built from; `None`: the pack's keys are all stored
+    /// shots (enrolled on a device).
+    pub shots: Option<&'a Path>,
     /// Validation split: picks the epoch and α/β.
     pub val: &'a Path,
     pub out: &'a Path,
@@ -83,7 +84,10 @@ pub struct FinetuneReport {
     pub key_dtype: &'static str,
     /// Largest change of a key value over the training.
     pub max_key_change: f32,
+    /// Shots trained on: the drawn images and the stored shots.
     pub n_shots: usize,
+    /// Of which stored in the pack (enrolled on a device).
+    pub stored_shots: usize,
     pub n_val: usize,
     /// Unreadable shots.
     pub skipped: Vec<String>,
@@ -120,32 +124,59 @@ pub fn finetune_pack(
     let classes = pack.class_names().to_vec();
     let prov = pack.provenance().clone();
 
-    // The pack's shots, drawn again the way `cache build` drew them.
+    // The pack's shots, drawn again the way `cache build` drew them, and the shots it stores
+    // (enrolled on a device): together, one per key of each class.
     let k = request.shots_per_class.unwrap_or(prov.shots as usize);
     let seed = request.seed.unwrap_or(prov.seed);
-    let mut shots = LabelledSet::read(request.shots)?;
-    if shots.classes.iter().any(|c| c.images.len() > k) {
-        shots = shots.sample_k_shot(k, seed)?;
-    }
-    let class_of = class_map(&shots, request.shots, &classes)?;
     let offsets = pack.class_offsets();
-    for (c, &i) in shots.classes.iter().zip(&class_of) {
-        let in_pack = (offsets[i as usize + 1] - offsets[i as usize]) as usize;
-        if in_pack != c.images.len() {
+    let stored_shots = pack.stored_shots();
+    let mut drawn = vec![0usize; classes.len()];
+    let mut stored_per_class = vec![0usize; classes.len()];
+    for &c in stored_shots.map_or(&[][..], |s| s.labels) {
+        stored_per_class[c as usize] += 1;
+    }
+    let (shot_paths, shot_targets, shots_root) = match request.shots {
+        Some(root) => {
+            let mut shots = LabelledSet::read(root)?;
+            // Shots per class as `cache build` drew them: the keys not enrolled afterwards.
+            let k = k.min(
+                (0..classes.len())
+                    .map(|c| (offsets[c + 1] - offsets[c]) as usize - stored_per_class[c])
+                    .max()
+                    .unwrap_or(k),
+            );
+            if shots.classes.iter().any(|c| c.images.len() > k) {
+                shots = shots.sample_k_shot(k, seed)?;
+            }
+            let class_of = class_map(&shots, root, &classes)?;
+            for (c, &i) in shots.classes.iter().zip(&class_of) {
+                drawn[i as usize] = c.images.len();
+            }
+            let items = shots.items();
+            let paths: Vec<PathBuf> = items.iter().map(|(p, _)| p.clone()).collect();
+            let targets: Vec<u32> = items.iter().map(|(_, c)| class_of[*c]).collect();
+            (paths, targets, root.to_path_buf())
+        }
+        None => (Vec::new(), Vec::new(), request.pack.to_path_buf()),
+    };
+    for (c, name) in classes.iter().enumerate() {
+        let in_pack = (offsets[c + 1] - offsets[c]) as usize;
+        if in_pack != drawn[c] + stored_per_class[c] {
+            let hint = if request.shots.is_some() {
+                "pass the --shots folder, --shots-per-class and --seed the pack was built with"
+            } else {
+                "pass the --shots folder the pack was built from"
+            };
             return Err(Error::dataset(
-                request.shots.join(&c.folder),
+                &shots_root,
                 format!(
-                    "the pack has {in_pack} keys for class '{}' but {} shots are drawn here; pass \
-                     the --shots folder, --shots-per-class and --seed the pack was built with",
-                    c.name,
-                    c.images.len()
+                    "the pack has {in_pack} keys for class '{name}' but {} shots are drawn here \
+                     and {} are stored in the pack; {hint}",
+                    drawn[c], stored_per_class[c]
                 ),
             ));
         }
     }
-    let items = shots.items();
-    let shot_paths: Vec<PathBuf> = items.iter().map(|(p, _)| p.clone()).collect();
-    let shot_targets: Vec<u32> = items.iter().map(|(_, c)| class_of[*c]).collect();
 
     let val = encode_labelled(
         encoder,
@@ -207,8 +238,13 @@ pub fn finetune_pack(
                 }
             });
             t_encode += te.elapsed().as_secs_f64();
-            if targets.is_empty() {
-                return Err(Error::dataset(request.shots, "no shot could be encoded"));
+            if targets.is_empty() && !shot_paths.is_empty() {
+                return Err(Error::dataset(&shots_root, "no shot could be encoded"));
+            }
+            // Stored shots have no image to augment: their features, every epoch.
+            if let Some(s) = stored_shots {
+                feats.extend_from_slice(s.features);
+                targets.extend_from_slice(s.labels);
             }
             Ok((feats, targets))
         },
@@ -265,7 +301,8 @@ pub fn finetune_pack(
         train_beta: beta,
         key_dtype: dtype.name(),
         max_key_change,
-        n_shots: shot_paths.len(),
+        n_shots: shot_paths.len() + stored_shots.map_or(0, |s| s.len()),
+        stored_shots: stored_shots.map_or(0, |s| s.len()),
         n_val: val.labels.len(),
         skipped,
         val_skipped: val.skipped.iter().map(|s| s.reason.clone()).collect(),
