@@ -265,13 +265,18 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
         let mark = if slot.active { "*" } else { " " };
         match (&slot.pack, &slot.problem) {
             (Some(p), _) => println!(
-                "{mark} slot {}  {} classes ({}), {} {} keys of dim {}, α {} β {}, T {}, created {}{}",
+                "{mark} slot {}  {} classes ({}), {} {} keys of dim {}{}, α {} β {}, T {}, created {}{}",
                 slot.slot.name(),
                 p.classes.len(),
                 p.classes.join(", "),
                 p.keys,
                 p.key_dtype,
                 p.dim,
+                if p.stored_shots > 0 {
+                    format!(" ({} enrolled)", p.stored_shots)
+                } else {
+                    String::new()
+                },
                 p.alpha,
                 p.beta,
                 p.temperature.map_or("none".into(), |t| format!("{t:.3e}")),

@@ -121,6 +121,8 @@ pub struct PackSummary {
     pub beta: f32,
     pub temperature: Option<f32>,
     pub shots: u32,
+    /// Shots enrolled on the device and stored in the pack.
+    pub stored_shots: usize,
     pub seed: u64,
     pub created_unix: i64,
     pub tool_version: String,
@@ -138,6 +140,7 @@ impl PackSummary {
             beta: p.params().beta,
             temperature: p.temperature(),
             shots: prov.shots,
+            stored_shots: p.header().stored_shots,
             seed: prov.seed,
             created_unix: prov.created_unix,
             tool_version: prov.tool_version.clone(),
