@@ -126,7 +126,6 @@ pub fn finetune_pack(
 
     // The pack's shots, drawn again the way `cache build` drew them, and the shots it stores
     // (enrolled on a device): together, one per key of each class.
-    let k = request.shots_per_class.unwrap_or(prov.shots as usize);
     let seed = request.seed.unwrap_or(prov.seed);
     let offsets = pack.class_offsets();
     let stored_shots = pack.stored_shots();
@@ -138,13 +137,15 @@ pub fn finetune_pack(
     let (shot_paths, shot_targets, shots_root) = match request.shots {
         Some(root) => {
             let mut shots = LabelledSet::read(root)?;
-            // Shots per class as `cache build` drew them: the keys not enrolled afterwards.
-            let k = k.min(
+            // By default, K as `cache build` drew it: the largest class's keys that were not
+            // enrolled afterwards (the provenance's K counts enrolled shots too).
+            let k = request.shots_per_class.unwrap_or_else(|| {
                 (0..classes.len())
                     .map(|c| (offsets[c + 1] - offsets[c]) as usize - stored_per_class[c])
                     .max()
-                    .unwrap_or(k),
-            );
+                    .unwrap_or(0)
+                    .min(prov.shots as usize)
+            });
             if shots.classes.iter().any(|c| c.images.len() > k) {
                 shots = shots.sample_k_shot(k, seed)?;
             }
