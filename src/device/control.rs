@@ -74,7 +74,12 @@ pub fn parse_command(line: &[u8]) -> std::result::Result<Command, String> {
         } else {
             "not JSON"
         };
-        format!("{what}: {e} (commands: status, reload, enrol)")
+        // serde_json quotes an unknown command or field name as sent: escape what it quotes
+        // (a line break would split the reply and the log line) and bound its length.
+        format!(
+            "{what}: {} (commands: status, reload, enrol)",
+            escaped(&e.to_string(), MAX_QUOTED)
+        )
     })?;
     if let Command::Enrol { class, frames, .. } = &command {
         if class.is_empty() || class.len() > MAX_CLASS_LEN || class.chars().any(char::is_control) {
@@ -91,6 +96,26 @@ pub fn parse_command(line: &[u8]) -> std::result::Result<Command, String> {
         }
     }
     Ok(command)
+}
+
+/// The most characters of an error from the JSON parser a refusal repeats.
+const MAX_QUOTED: usize = 300;
+
+/// `s` on one line — control characters escaped (`\n`, `\u{1b}`) — cut after `n` characters.
+fn escaped(s: &str, n: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(n) + 8);
+    for (i, c) in s.chars().enumerate() {
+        if i == n {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn truncate(s: &str, n: usize) -> &str {
