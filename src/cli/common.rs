@@ -11,7 +11,7 @@ use tipedge::encoder::{ImageEncoder, Precision, RunOptions};
 use tipedge::preprocess::DecodeLimits;
 use tipedge::progress::Progress;
 use tipedge::train::features::FeatureStore;
-use tipedge::train::search::Grid;
+use tipedge::train::search::{Grid, TieBreak};
 
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
@@ -186,6 +186,17 @@ pub struct GridArgs {
     /// Number of β and of α values (Tip-Adapter's search_step).
     #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [200, 20], value_name = "BETA_STEPS,ALPHA_STEPS")]
     pub search_step: Vec<usize>,
+    /// Which of equally accurate grid points to keep: official (the first in β-then-α order:
+    /// the smallest β and α, Tip-Adapter's search_hp) or plateau (the point deepest inside the
+    /// best region, so that a small shift of α or β stays on it).
+    #[arg(long, value_enum, default_value_t = TieArg::Official)]
+    pub tie_break: TieArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TieArg {
+    Official,
+    Plateau,
 }
 
 impl GridArgs {
@@ -201,6 +212,10 @@ impl GridArgs {
             bs >= 1 && a_s >= 1,
             "--search-step values must be at least 1"
         );
-        Ok(Grid::official(bmax, amax, bs, a_s))
+        let tie = match self.tie_break {
+            TieArg::Official => TieBreak::Official,
+            TieArg::Plateau => TieBreak::Plateau,
+        };
+        Ok(Grid::official(bmax, amax, bs, a_s).with_tie(tie))
     }
 }

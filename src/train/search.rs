@@ -13,11 +13,26 @@
 use crate::adapter::TipAdapter;
 use crate::kernel::{Kernel, KernelError, Scratch, MAX_BATCH};
 
-/// The points of an α/β search.
+/// The points of an α/β search, and how a tie between equally accurate points is broken.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grid {
     pub betas: Vec<f32>,
     pub alphas: Vec<f32>,
+    pub tie: TieBreak,
+}
+
+/// Which of the equally best grid points [`GridAccuracy::best`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TieBreak {
+    /// The official `search_hp`: β outer, α inner, the first strictly better point wins, so a
+    /// flat surface keeps the smallest β and α (β = 0.1 at the grid's corner).
+    #[default]
+    Official,
+    /// The point deepest inside the best plateau: the one whose nearest worse point is farthest
+    /// away (Chebyshev distance in fractions of each axis's extent), so a small change of α or
+    /// β (another split, another day's light) stays on the plateau. Ties keep the official
+    /// order; a surface that is best everywhere keeps the point nearest the grid's centre.
+    Plateau,
 }
 
 /// Queries scored per block: the similarities of a block are kept for all β.
@@ -36,7 +51,13 @@ impl Grid {
         Grid {
             betas: list(beta_max, beta_steps),
             alphas: list(alpha_max, alpha_steps),
+            tie: TieBreak::Official,
         }
+    }
+
+    /// The same points with another tie-break.
+    pub fn with_tie(self, tie: TieBreak) -> Grid {
+        Grid { tie, ..self }
     }
 
     /// One point (for scoring a fixed α/β with the same code path).
@@ -44,6 +65,7 @@ impl Grid {
         Grid {
             betas: vec![beta],
             alphas: vec![alpha],
+            tie: TieBreak::Official,
         }
     }
 }
@@ -67,25 +89,64 @@ impl GridAccuracy {
         }
     }
 
-    /// The official choice: β outer, α inner, the first strictly better accuracy wins
-    /// (ties keep the earlier, smaller β and α). Returns (α, β, accuracy).
+    /// The best point, ties broken by the grid's [`TieBreak`]. Returns (α, β, accuracy).
     pub fn best(&self) -> (f32, f32, f64) {
+        let (ib, ia) = match self.grid.tie {
+            TieBreak::Official => self.first_best(),
+            TieBreak::Plateau => self.plateau_centre(),
+        };
+        (
+            self.grid.alphas[ia],
+            self.grid.betas[ib],
+            self.accuracy(ib, ia),
+        )
+    }
+
+    /// The official choice: β outer, α inner, the first strictly better accuracy wins (ties
+    /// keep the earlier, smaller β and α). (β index, α index).
+    fn first_best(&self) -> (usize, usize) {
+        let na = self.grid.alphas.len();
         let mut best = (0, 0);
         let mut best_correct = None;
-        for ib in 0..self.grid.betas.len() {
-            for ia in 0..self.grid.alphas.len() {
-                let c = self.correct[ib * self.grid.alphas.len() + ia];
-                if best_correct.is_none_or(|b| c > b) {
-                    best_correct = Some(c);
-                    best = (ib, ia);
-                }
+        for (i, &c) in self.correct.iter().enumerate() {
+            if best_correct.is_none_or(|b| c > b) {
+                best_correct = Some(c);
+                best = (i / na, i % na);
             }
         }
-        (
-            self.grid.alphas[best.1],
-            self.grid.betas[best.0],
-            self.accuracy(best.0, best.1),
-        )
+        best
+    }
+
+    /// See [`TieBreak::Plateau`]. (β index, α index).
+    fn plateau_centre(&self) -> (usize, usize) {
+        let (nb, na) = (self.grid.betas.len(), self.grid.alphas.len());
+        let top = self.correct.iter().copied().max().unwrap_or(0);
+        let at = |i: usize| (i / na, i % na);
+        let worse: Vec<(usize, usize)> = (0..self.correct.len())
+            .filter(|&i| self.correct[i] < top)
+            .map(at)
+            .collect();
+        let frac = |d: usize, n: usize| d as f64 / n.max(1) as f64;
+        let mut best = (0, 0);
+        let mut best_key = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for i in (0..self.correct.len()).filter(|&i| self.correct[i] == top) {
+            let (ib, ia) = at(i);
+            // Depth: distance to the nearest worse point (infinite when none is worse).
+            let depth = worse
+                .iter()
+                .map(|&(wb, wa)| frac(ib.abs_diff(wb), nb).max(frac(ia.abs_diff(wa), na)))
+                .fold(f64::INFINITY, f64::min);
+            // Among equally deep points (a surface best everywhere), the one nearest the centre.
+            let centre = -(frac(2 * ib + 1, 2 * nb) - 0.5)
+                .abs()
+                .max((frac(2 * ia + 1, 2 * na) - 0.5).abs());
+            let key = (depth, if depth.is_infinite() { centre } else { 0.0 });
+            if key > best_key {
+                best_key = key;
+                best = (ib, ia);
+            }
+        }
+        best
     }
 }
 
@@ -197,10 +258,48 @@ mod tests {
             grid: Grid {
                 betas: vec![1.0, 2.0],
                 alphas: vec![0.5, 1.0],
+                tie: TieBreak::Official,
             },
             correct: vec![3, 5, 5, 4],
             n: 10,
         };
         assert_eq!(acc.best(), (1.0, 1.0, 50.0));
+    }
+
+    fn surface(nb: usize, na: usize, correct: Vec<u32>) -> GridAccuracy {
+        GridAccuracy {
+            grid: Grid {
+                betas: (0..nb).map(|i| i as f32).collect(),
+                alphas: (0..na).map(|i| i as f32 * 10.0).collect(),
+                tie: TieBreak::Plateau,
+            },
+            correct,
+            n: 100,
+        }
+    }
+
+    #[test]
+    fn the_plateau_rule_keeps_the_point_deepest_inside_the_best_region() {
+        // 5 β × 5 α; the best value (9) fills a 3 × 3 block at β 1..=3, α 2..=4 and one isolated
+        // point at (0, 0), which the official rule keeps.
+        #[rustfmt::skip]
+        let c = vec![
+            9, 1, 1, 1, 1,
+            1, 1, 9, 9, 9,
+            1, 1, 9, 9, 9,
+            1, 1, 9, 9, 9,
+            1, 1, 1, 1, 1,
+        ];
+        let mut acc = surface(5, 5, c);
+        assert_eq!(acc.best(), (30.0, 2.0, 9.0));
+        acc.grid.tie = TieBreak::Official;
+        assert_eq!(acc.best(), (0.0, 0.0, 9.0));
+        // A surface best everywhere: the centre, not the corner.
+        let flat = surface(4, 3, vec![5; 12]);
+        assert_eq!(flat.best(), (10.0, 1.0, 5.0));
+        // One best point: that point, whatever the rule.
+        let mut one = vec![0; 12];
+        one[7] = 1;
+        assert_eq!(surface(4, 3, one).best(), (10.0, 2.0, 1.0));
     }
 }
