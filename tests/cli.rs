@@ -833,3 +833,81 @@ fn tune_calibration_edges_and_min_prob_refusal() {
         );
     }
 }
+
+/// `cache build --val`: every candidate recipe scored on the validation split, the best kept
+/// (ties to the simpler), its α/β and temperature in the pack; `--recipe` names one; without
+/// --val the official recipe, byte for byte what `--recipe official` builds.
+#[test]
+fn cache_build_chooses_the_key_recipe_on_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::fixture("clip-tiny");
+    let example = common::repo("examples/textile");
+    let build = |out: &str, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tipedge"));
+        c.args([
+            "cache",
+            "build",
+            "--json",
+            "-k",
+            "2",
+            "--augment-epochs",
+            "2",
+        ])
+        .args(["--created", "0", "--no-feature-store", "--model"])
+        .arg(&model)
+        .arg("--shots")
+        .arg(example.join("shots"))
+        .arg("--out")
+        .arg(dir.path().join(out))
+        .args(extra);
+        c.output().unwrap()
+    };
+    let val = example.join("val");
+    let o = build("auto.pack", &["--val", val.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = r["recipes"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|x| x["recipe"].as_str().unwrap()).collect();
+    assert_eq!(names, ["plain", "flip", "crop-0.8", "official"]);
+    let best = rows
+        .iter()
+        .map(|x| x["val_top1"].as_f64().unwrap())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let first_best = rows
+        .iter()
+        .position(|x| x["val_top1"].as_f64().unwrap() == best)
+        .unwrap();
+    for (i, x) in rows.iter().enumerate() {
+        assert_eq!(x["chosen"], i == first_best, "{x}");
+    }
+    assert_eq!(r["recipe"], names[first_best]);
+    assert_eq!(r["val_top1"].as_f64(), Some(best));
+    let chosen = &rows[first_best];
+    assert_eq!(
+        (r["alpha"].clone(), r["beta"].clone()),
+        (chosen["alpha"].clone(), chosen["beta"].clone())
+    );
+    assert_eq!(r["augment_epochs"], chosen["augment_epochs"]);
+    assert!(r["temperature"].as_f64().is_some_and(|t| t > 0.0), "{r}");
+
+    // --recipe names one; without --val official is the default, byte for byte.
+    let o = build("official.pack", &["--recipe", "official"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = build("default.pack", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let read = |n: &str| std::fs::read(dir.path().join(n)).unwrap();
+    assert_eq!(read("official.pack"), read("default.pack"));
+    let o = build("plain.pack", &["--recipe", "plain"]);
+    assert_eq!(o.status.code(), Some(0));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["augment_epochs"], 0);
+    // Refusals.
+    for (extra, why) in [
+        (&["--recipe", "auto"][..], "add --val"),
+        (&["--recipe", "zoom"][..], "unknown key recipe 'zoom'"),
+    ] {
+        let o = build("x.pack", extra);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o.stdout).contains(why), "{}", text(&o.stdout));
+    }
+}

@@ -275,3 +275,32 @@ fn jpeg_bomb_is_refused_from_its_header() {
         "{err}"
     );
 }
+
+/// The "flip" key recipe's view: unmirrored it is the eval view bit for bit; mirrored it is the
+/// eval view of the mirrored image (a centred crop commutes with the mirror).
+#[test]
+fn the_mirrored_eval_view_is_the_eval_view_of_the_mirrored_image() {
+    let img = load_rgb(
+        &common::fixture("images/chelsea.jpg"),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
+    for recipe in [Recipe::clip(224), Recipe::clip(32)] {
+        let mut p = Preprocessor::new(recipe.clone());
+        let n = recipe.tensor_len();
+        let (mut eval, mut plain, mut mirrored, mut of_mirror) =
+            (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        p.run(&img, &mut eval);
+        p.run_mirrored(&img, false, &mut plain);
+        assert_eq!(eval, plain);
+        p.run_mirrored(&img, true, &mut mirrored);
+        p.run(&image::imageops::flip_horizontal(&img), &mut of_mirror);
+        let worst = mirrored
+            .iter()
+            .zip(&of_mirror)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{worst}");
+        assert_ne!(mirrored, eval);
+    }
+}

@@ -6,12 +6,14 @@ use clap::{Args, Subcommand};
 use tipedge::adapter::{DEFAULT_ALPHA, DEFAULT_BETA};
 use tipedge::encoder::ModelPaths;
 use tipedge::kernel::KeyDtype;
-use tipedge::preprocess::augment::Augmentation;
-use tipedge::train::build::{build_pack, BuildOptions, BuildRequest};
-use tipedge::train::keys::KeyRecipe;
+use tipedge::train::build::{build_pack, BuildOptions, BuildRequest, ValSearch};
+use tipedge::train::recipes::RecipeName;
 use tipedge::zeroshot::Templates;
 
-use super::common::{load_image_encoder, now_unix, print_json, Bars, RuntimeArgs};
+use super::common::{
+    load_image_encoder, now_unix, print_json, Bars, CalibrationArgs, FeatureStoreArgs, GridArgs,
+    RuntimeArgs,
+};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
 
 #[derive(Subcommand, Debug)]
@@ -25,8 +27,15 @@ pub enum CacheCommand {
     /// classifier W. Same inputs and seed give a byte-identical pack (apart from its creation
     /// time, which --created fixes).
     ///
-    /// Then: `tipedge tune` picks α/β on a validation split, `tipedge finetune` trains the keys
-    /// (Tip-Adapter-F), `tipedge eval` scores a test split.
+    /// With --val, the key recipe and α/β are chosen on that validation split: the cache is built
+    /// with each candidate recipe — plain (one unaugmented view), flip (flips only), crop-0.8
+    /// (RandomResizedCrop 0.8–1 + flip), official (0.5–1 + flip), each with --augment-epochs
+    /// passes — α/β searched for each, and the best kept (ties go to the simpler recipe); the
+    /// temperature is fitted there too. --json lists every candidate's validation top-1.
+    /// --recipe names one recipe instead.
+    ///
+    /// Then: `tipedge tune` picks α/β on a validation split (done already with --val),
+    /// `tipedge finetune` trains the keys (Tip-Adapter-F), `tipedge eval` scores a test split.
     ///
     /// The pack is written to a temporary file beside --out and renamed over it only when
     /// complete, so a device never sees a half-written pack. Use it with
@@ -59,6 +68,14 @@ pub struct BuildArgs {
     /// (Tip-Adapter's augment_epoch); 0 = one plain, unaugmented view per shot.
     #[arg(long, default_value_t = 10)]
     augment_epochs: u32,
+    /// Validation split (folder per class, or a split file): choose the key recipe and α/β on
+    /// it (see above). Use a split apart from the shots and from the test images.
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Key recipe: auto (with --val: the best on validation), plain, flip, crop-0.8, or
+    /// official (Tip-Adapter's) [default: auto with --val, else official].
+    #[arg(long)]
+    recipe: Option<String>,
     /// Seed of the shot draw and of the augmentations.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -82,6 +99,12 @@ pub struct BuildArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    grid: GridArgs,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
+    #[command(flatten)]
+    store: FeatureStoreArgs,
+    #[command(flatten)]
     runtime: RuntimeArgs,
 }
 
@@ -96,17 +119,28 @@ fn build(args: BuildArgs) -> anyhow::Result<i32> {
         args.alpha.is_finite() && args.beta.is_finite(),
         "--alpha and --beta must be finite numbers"
     );
+    let recipes: Vec<RecipeName> = match args.recipe.as_deref() {
+        None | Some("auto") if args.val.is_some() => RecipeName::ALL.to_vec(),
+        None => vec![RecipeName::Official],
+        Some("auto") => anyhow::bail!("--recipe auto chooses on a validation split: add --val"),
+        Some(name) => vec![name.parse().map_err(|e: String| anyhow::anyhow!(e))?],
+    };
     let paths = ModelPaths::resolve(&args.model)?;
     let encoder = load_image_encoder(&paths.image, &args.runtime.run_options())?;
+    let grid = args.grid.grid()?;
+    let store = args.store.dir();
+    let seed = args.seed;
     let request = BuildRequest {
         model: &paths,
         shots: &args.shots,
         shots_per_class: args.shots_per_class.map(|k| k as usize),
         options: BuildOptions {
-            recipe: KeyRecipe {
-                augment_epochs: args.augment_epochs,
-                augmentation: Augmentation::default(),
-                seed: args.seed,
+            // Without --val, the one recipe asked for (official unless named); with --val each
+            // candidate is built with these passes and seed.
+            recipe: if args.val.is_some() {
+                RecipeName::Official.recipe(args.augment_epochs, seed)
+            } else {
+                recipes[0].recipe(args.augment_epochs, seed)
             },
             templates: Templates::resolve(&args.templates)?,
             key_dtype: args.keys,
@@ -116,6 +150,13 @@ fn build(args: BuildArgs) -> anyhow::Result<i32> {
             limits: args.runtime.limits(),
             run: args.runtime.run_options(),
         },
+        val: args.val.as_deref().map(|split| ValSearch {
+            split,
+            store: store.as_deref(),
+            grid: &grid,
+            recipes,
+            calibrate: !args.calibration.no_calibration,
+        }),
         out: &args.out,
     };
     let mut bars = Bars::new(args.json);
@@ -126,6 +167,19 @@ fn build(args: BuildArgs) -> anyhow::Result<i32> {
     if args.json {
         print_json(&r);
     } else {
+        for c in &r.recipes {
+            eprintln!(
+                "recipe {:<9} ({} passes{}): val top-1 {:.1}% at α {} β {}{}",
+                c.recipe,
+                c.augment_epochs,
+                c.crop_scale
+                    .map_or(String::new(), |(a, b)| format!(", crop {a:.1}–{b:.1}")),
+                c.val_top1,
+                c.alpha,
+                c.beta,
+                if c.chosen { "  ← kept" } else { "" }
+            );
+        }
         eprintln!(
             "{}: {} classes, {} {} keys of dim {}{}, {} bytes, in {:.1} s",
             r.pack.display(),

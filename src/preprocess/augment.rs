@@ -18,6 +18,9 @@ pub struct Augmentation {
     pub ratio: (f64, f64),
     /// Probability of a left-right mirror.
     pub flip_p: f64,
+    /// Keep the model's eval view (resize + centre crop) instead of a random resized crop:
+    /// only the mirror is random (the "flip" key recipe).
+    pub eval_view: bool,
 }
 
 impl Default for Augmentation {
@@ -27,6 +30,7 @@ impl Default for Augmentation {
             scale: (0.5, 1.0),
             ratio: (3.0 / 4.0, 4.0 / 3.0),
             flip_p: 0.5,
+            eval_view: false,
         }
     }
 }
@@ -72,6 +76,11 @@ impl Augmentation {
 
     /// One augmented, normalised tensor of `img` into `out`, drawn from `rng`.
     pub fn apply(&self, pre: &mut Preprocessor, img: &RgbImage, rng: &mut Rng, out: &mut [f32]) {
+        if self.eval_view {
+            let flip = rng.uniform() < self.flip_p;
+            pre.run_mirrored(img, flip, out);
+            return;
+        }
         let region = self.crop_region(img.width() as usize, img.height() as usize, rng);
         let flip = rng.uniform() < self.flip_p;
         pre.run_resized_crop(img, region, flip, out);

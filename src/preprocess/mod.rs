@@ -238,6 +238,16 @@ impl Preprocessor {
         self.resampler.run(&self.recipe, &rows, plan, out);
     }
 
+    /// [`Preprocessor::run`], mirrored left-right when `flip` (a centred crop commutes with the
+    /// mirror, so this is the eval view of the mirrored image).
+    pub fn run_mirrored(&mut self, img: &RgbImage, flip: bool, out: &mut [f32]) {
+        let rows = rgb_rows(img);
+        self.check_output(out).unwrap_or_else(|e| panic!("{e}"));
+        let mut plan = center_crop(&self.recipe, rows.width(), rows.height());
+        plan.flip = flip;
+        self.resampler.run(&self.recipe, &rows, plan, out);
+    }
+
     /// The normalised `[3, crop, crop]` tensor of a camera frame into `out`, with the model's
     /// recipe: the same resampling as [`Preprocessor::run`] (bit for bit on an RGB24 frame),
     /// reading the frame's rows straight from its buffer. JPEG frames are decoded into a buffer

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::adapter::AdapterParams;
+use crate::adapter::{AdapterParams, TipAdapter};
 use crate::classifier::Classifier;
 use crate::dataset::LabelledSet;
 use crate::embed::Skipped;
@@ -17,7 +17,11 @@ use crate::pack::{PackDraft, Provenance};
 use crate::preprocess::DecodeLimits;
 use crate::progress::Progress;
 use crate::sidecar::Family;
+use crate::train::calibration::calibrate;
+use crate::train::features::encode_labelled;
 use crate::train::keys::{build_keys, KeyRecipe};
+use crate::train::recipes::{choose_recipe, RecipeName, RecipeScore};
+use crate::train::search::Grid;
 use crate::zeroshot::{text_classifier, Templates};
 
 /// How the keys, W and the stored parameters are made.
@@ -189,7 +193,23 @@ pub struct BuildRequest<'a> {
     /// Draw this many shots per class (seeded by the recipe's seed); all images if `None`.
     pub shots_per_class: Option<usize>,
     pub options: BuildOptions,
+    /// Choose the key recipe and α/β on a validation split (`None`: `options.recipe`, α/β as
+    /// given).
+    pub val: Option<ValSearch<'a>>,
     pub out: &'a Path,
+}
+
+/// `cache build --val`: candidates, split and grid of the choice.
+#[derive(Debug, Clone)]
+pub struct ValSearch<'a> {
+    pub split: &'a Path,
+    /// Feature store folder for the split's features.
+    pub store: Option<&'a Path>,
+    pub grid: &'a Grid,
+    /// In order of simplicity: ties keep the earlier.
+    pub recipes: Vec<RecipeName>,
+    /// Fit the temperature of calibrated probabilities at the chosen point.
+    pub calibrate: bool,
 }
 
 /// What `tipedge cache build` did (its `--json` record, `"type": "pack"`).
@@ -210,6 +230,16 @@ pub struct BuildReport {
     pub encoder: String,
     pub encoder_sha256: String,
     pub bytes: u64,
+    /// With --val: the recipe kept, every candidate's validation score, the chosen point's
+    /// validation top-1 and the temperature fitted there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recipes: Vec<RecipeScore>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_top1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
     /// One line per unreadable shot.
     pub skipped: Vec<String>,
     pub seconds: f64,
@@ -226,7 +256,40 @@ pub fn build_pack(
     if let Some(k) = request.shots_per_class {
         shots = shots.sample_k_shot(k, request.options.recipe.seed)?;
     }
-    let built = build_from_shots(encoder, request.model, &shots, &request.options, progress)?;
+    let (built, choice) = match &request.val {
+        None => (
+            build_from_shots(encoder, request.model, &shots, &request.options, progress)?,
+            None,
+        ),
+        Some(v) => {
+            let val = encode_labelled(
+                encoder,
+                v.split,
+                &shots.class_names(),
+                v.store,
+                request.options.limits,
+                "val",
+                progress,
+            )?;
+            let mut choice = choose_recipe(
+                encoder,
+                request.model,
+                &shots,
+                &request.options,
+                &v.recipes,
+                &val,
+                v.grid,
+                progress,
+            )?;
+            let d = &mut choice.built.draft;
+            if v.calibrate {
+                let m = TipAdapter::new(d.keys(), d.text_classifier(), d.params)?;
+                d.temperature = calibrate(&m, &val.features, &val.labels, progress)?.temperature;
+            }
+            let top1 = choice.scores.iter().find(|s| s.chosen).map(|s| s.val_top1);
+            (choice.built, Some((choice.chosen, choice.scores, top1)))
+        }
+    };
     let d = &built.draft;
     d.write(request.out)?;
     let bytes = std::fs::metadata(request.out).map(|m| m.len()).unwrap_or(0);
@@ -245,6 +308,10 @@ pub fn build_pack(
         encoder: d.encoder.name.clone(),
         encoder_sha256: d.encoder.sha256_hex(),
         bytes,
+        recipe: choice.as_ref().map(|c| c.0.name()),
+        val_top1: choice.as_ref().and_then(|c| c.2),
+        temperature: d.temperature,
+        recipes: choice.map(|c| c.1).unwrap_or_default(),
         skipped: built.skipped.iter().map(|s| s.reason.clone()).collect(),
         seconds: t0.elapsed().as_secs_f64(),
     })

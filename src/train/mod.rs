@@ -2,6 +2,7 @@
 //!
 //! - [`keys`]: shots → cache keys (augmented passes averaged, as the official code);
 //! - [`build`]: keys + class names (+ W for CLIP) → a [`crate::pack::PackDraft`]; `cache build`;
+//! - [`recipes`]: key recipes (plain, flip, crops) chosen on validation (`cache build --val`);
 //! - [`search`]: the official α/β grid search; [`tune`]: `tipedge tune`;
 //! - [`finetune`]: Tip-Adapter-F (closed-form gradient, PyTorch's AdamW); [`finetune_pack`]:
 //!   `tipedge finetune`;
@@ -26,6 +27,8 @@ pub mod finetune_pack;
 #[cfg(feature = "runtime")]
 pub mod keys;
 pub mod metrics;
+#[cfg(feature = "runtime")]
+pub mod recipes;
 pub mod search;
 #[cfg(feature = "runtime")]
 pub mod tune;
