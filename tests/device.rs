@@ -3,87 +3,22 @@
 #![cfg(feature = "cli")]
 
 mod common;
+#[path = "common/device.rs"]
+mod device_util;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use device_util::{bin, flash, leftovers, model, random_pack, sha, text};
 use tipedge::adapter::AdapterParams;
 use tipedge::device::{Slot, StateDir};
 use tipedge::encoder::ImageEncoder;
-use tipedge::kernel::KeyDtype;
 use tipedge::pack::{PackDraft, Provenance};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tipedge"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn model() -> PathBuf {
-    common::fixture("clip-tiny")
-}
-
-fn image() -> PathBuf {
-    model().join("image.onnx")
-}
-
-/// A pack of `n` random int8 keys over 3 classes for the clip-tiny encoder; `seed` varies it.
-fn pack(dir: &Path, name: &str, n: usize, seed: u32) -> PathBuf {
-    let expect = ImageEncoder::expect_for(&image()).unwrap();
-    let dim = expect.dim.unwrap();
-    let mut s = seed.wrapping_mul(2654435761).max(1);
-    let mut keys: Vec<f32> = (0..n * dim)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        })
-        .collect();
-    tipedge::kernel::l2_normalize_rows(&mut keys, dim);
-    let labels: Vec<u32> = (0..n as u32).map(|i| i * 3 / n as u32).collect();
-    let mut draft = PackDraft::from_f32_keys(
-        dim,
-        keys,
-        labels,
-        vec!["good".into(), "scratch".into(), "dent".into()],
-        None,
-        AdapterParams::default(),
-        expect.encoder.unwrap(),
-        Provenance {
-            seed: u64::from(seed),
-            ..Provenance::default()
-        },
-    )
-    .unwrap();
-    draft.convert_keys(KeyDtype::I8).unwrap();
-    let path = dir.join(name);
-    draft.write(&path).unwrap();
-    path
-}
 
 fn run(args: &[&str], state: &Path) -> Output {
     bin().args(args).arg("--state").arg(state).output().unwrap()
-}
-
-fn flash(pack: &Path, state: &Path) -> Output {
-    bin()
-        .arg("flash")
-        .arg(pack)
-        .arg("--model")
-        .arg(model())
-        .arg("--state")
-        .arg(state)
-        .output()
-        .unwrap()
-}
-
-fn sha(path: &Path) -> String {
-    tipedge::sidecar::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 /// flash → status → flash → rollback, with the active slot alternating and each slot verified;
@@ -93,8 +28,8 @@ fn sha(path: &Path) -> String {
 fn flash_status_rollback_and_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let v1 = pack(dir.path(), "v1.pack", 12, 1);
-    let v2 = pack(dir.path(), "v2.pack", 15, 2);
+    let v1 = random_pack(dir.path(), "v1.pack", 12, 1);
+    let v2 = random_pack(dir.path(), "v2.pack", 15, 2);
 
     // Not a state directory yet, and no --model: refused.
     let out = run(&["status"], &state);
@@ -224,22 +159,14 @@ fn kill_9_during_flash_never_leaves_a_partial_active_pack() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let packs = [
-        pack(dir.path(), "p0.pack", 120_000, 3),
-        pack(dir.path(), "p1.pack", 120_001, 4),
+        random_pack(dir.path(), "p0.pack", 120_000, 3),
+        random_pack(dir.path(), "p1.pack", 120_001, 4),
     ];
     let known = [sha(&packs[0]), sha(&packs[1])];
     let out = flash(&packs[0], &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let sd = StateDir::open(&state).unwrap();
     let (mut killed, mut completed, mut mid_copy) = (0, 0, 0);
-    let leftovers = |state: &Path| -> usize {
-        std::fs::read_dir(state.join("slots"))
-            .unwrap()
-            .chain(std::fs::read_dir(state).unwrap())
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-            .count()
-    };
     let mut rng = 0x1234_5678u32;
     let t0 = Instant::now();
     for i in 0..200 {
@@ -301,7 +228,7 @@ fn hot_swap_under_load_loses_no_frame_and_never_uses_a_bad_pack() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let good: Vec<PathBuf> = (0..4)
-        .map(|i| pack(dir.path(), &format!("g{i}.pack"), 30 + i, 10 + i as u32))
+        .map(|i| random_pack(dir.path(), &format!("g{i}.pack"), 30 + i, 10 + i as u32))
         .collect();
     let corrupt = dir.path().join("corrupt.pack");
     let mut b = std::fs::read(&good[0]).unwrap();

@@ -4,6 +4,8 @@
 #![cfg(feature = "cli")]
 
 mod common;
+#[path = "common/device.rs"]
+mod device_util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -13,23 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tipedge::adapter::AdapterParams;
+use device_util::{bin, flash, leftovers, model, random_pack, text};
 use tipedge::device::StateDir;
-use tipedge::encoder::ImageEncoder;
-use tipedge::kernel::KeyDtype;
-use tipedge::pack::{Pack, PackDraft, Provenance};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tipedge"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn model() -> PathBuf {
-    common::fixture("clip-tiny")
-}
+use tipedge::pack::Pack;
 
 fn textile(rel: &str) -> PathBuf {
     common::repo("examples/textile").join(rel)
@@ -73,18 +61,6 @@ fn build(shots: &Path, out: &Path, k: &str) {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-}
-
-fn flash(pack: &Path, state: &Path) -> Output {
-    bin()
-        .arg("flash")
-        .arg(pack)
-        .arg("--model")
-        .arg(model())
-        .arg("--state")
-        .arg(state)
-        .output()
-        .unwrap()
 }
 
 fn enrol(state: &Path, class: &str, extra: &[&str], images: &[PathBuf]) -> Output {
@@ -481,47 +457,6 @@ fn the_control_socket_enrols_frames_of_a_running_stream() {
         "{} frames; enrolled frames {frames:?}; first frame on the new pack: {first_new}",
         predictions.len()
     );
-}
-
-/// A pack of `n` random int8 keys over 3 classes for the clip-tiny encoder.
-fn random_pack(dir: &Path, name: &str, n: usize, seed: u32) -> PathBuf {
-    let expect = ImageEncoder::expect_for(&model().join("image.onnx")).unwrap();
-    let dim = expect.dim.unwrap();
-    let mut s = seed.wrapping_mul(2654435761).max(1);
-    let mut keys: Vec<f32> = (0..n * dim)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        })
-        .collect();
-    tipedge::kernel::l2_normalize_rows(&mut keys, dim);
-    let labels: Vec<u32> = (0..n as u32).map(|i| i * 3 / n as u32).collect();
-    let mut draft = PackDraft::from_f32_keys(
-        dim,
-        keys,
-        labels,
-        vec!["good".into(), "scratch".into(), "dent".into()],
-        None,
-        AdapterParams::default(),
-        expect.encoder.unwrap(),
-        Provenance::default(),
-    )
-    .unwrap();
-    draft.convert_keys(KeyDtype::I8).unwrap();
-    let path = dir.join(name);
-    draft.write(&path).unwrap();
-    path
-}
-
-fn leftovers(state: &Path) -> usize {
-    std::fs::read_dir(state.join("slots"))
-        .unwrap()
-        .chain(std::fs::read_dir(state).unwrap())
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-        .count()
 }
 
 /// 200 enrolments killed with SIGKILL at random moments (over the whole run: loading the

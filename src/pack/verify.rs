@@ -515,21 +515,30 @@ fn check_values(
             h.stored_shots,
             "shot_sources",
             "source",
+            "shots",
         )?;
     }
     Ok((names, sources))
 }
 
-/// `n` NUL-terminated UTF-8 strings without control characters (the shots' sources; empty ones
-/// allowed).
-fn parse_strings(b: &[u8], n: usize, section: &str, what: &str) -> Result<Vec<String>, String> {
+/// `n` NUL-terminated UTF-8 strings without control characters (empty ones allowed), one per
+/// `per` (messages: "3 names for 4 classes").
+fn parse_strings(
+    b: &[u8],
+    n: usize,
+    section: &str,
+    what: &str,
+    per: &str,
+) -> Result<Vec<String>, String> {
     let Some((&0, body)) = b.split_last() else {
         return Err(format!("section '{section}': does not end with a NUL byte"));
     };
     let mut out = Vec::with_capacity(n.min(b.len()));
     for (i, raw) in body.split(|&c| c == 0).enumerate() {
         if i >= n {
-            return Err(format!("section '{section}': more than {n} {what}s"));
+            return Err(format!(
+                "section '{section}': more than {n} {what}s for {n} {per}"
+            ));
         }
         let v = std::str::from_utf8(raw)
             .map_err(|e| format!("section '{section}': {what} {i} is not valid UTF-8 ({e})"))?;
@@ -542,7 +551,7 @@ fn parse_strings(b: &[u8], n: usize, section: &str, what: &str) -> Result<Vec<St
     }
     if out.len() != n {
         return Err(format!(
-            "section '{section}': {} {what}s for {n} shots",
+            "section '{section}': {} {what}s for {n} {per}",
             out.len()
         ));
     }
@@ -618,39 +627,17 @@ fn check_labels(labels: &[u32], offsets: &[u32], n_classes: usize) -> Result<(),
 /// `n_classes` names, each terminated by a NUL: non-empty UTF-8 without control characters,
 /// no two alike.
 fn parse_class_names(b: &[u8], n_classes: usize) -> Result<Vec<String>, String> {
-    let Some((&0, body)) = b.split_last() else {
-        return Err("section 'class_names': does not end with a NUL byte".into());
-    };
-    let mut names = Vec::with_capacity(n_classes.min(b.len()));
+    let names = parse_strings(b, n_classes, "class_names", "name", "classes")?;
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, raw) in body.split(|&c| c == 0).enumerate() {
-        if i >= n_classes {
-            return Err(format!(
-                "section 'class_names': more than {n_classes} names for {n_classes} classes"
-            ));
-        }
-        let name = std::str::from_utf8(raw)
-            .map_err(|e| format!("section 'class_names': name {i} is not valid UTF-8 ({e})"))?;
+    for (i, name) in names.iter().enumerate() {
         if name.is_empty() {
             return Err(format!("section 'class_names': name {i} is empty"));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(format!(
-                "section 'class_names': name {i} contains a control character"
-            ));
         }
         if let Some(j) = seen.insert(name, i) {
             return Err(format!(
                 "section 'class_names': '{name}' names both class {j} and class {i}"
             ));
         }
-        names.push(name.to_string());
-    }
-    if names.len() != n_classes {
-        return Err(format!(
-            "section 'class_names': {} names for {n_classes} classes",
-            names.len()
-        ));
     }
     Ok(names)
 }
