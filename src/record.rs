@@ -407,6 +407,11 @@ impl KernelBenchRecord {
     }
 }
 
+/// Now, in whole seconds since the Unix epoch (what packs and slot records store).
+pub fn now_unix() -> i64 {
+    unix_seconds(std::time::SystemTime::now()).floor() as i64
+}
+
 /// Seconds since the Unix epoch (negative before it).
 pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
     match t.duration_since(std::time::UNIX_EPOCH) {

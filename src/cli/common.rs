@@ -130,12 +130,7 @@ pub fn repo_path(rel: &str) -> PathBuf {
     }
 }
 
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use tipedge::record::now_unix;
 
 /// Prints one record as a JSON line on stdout.
 pub fn print_json<T: serde::Serialize>(record: &T) {

@@ -347,6 +347,7 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
         min_score: args.min_score,
     });
     let mut events = 0u64;
+    let mut last_classifier: Option<Arc<Classifier>> = None;
     let (stats, _session) = stream::run(session, source, &stream_options, &stop, |o| match o {
         Output::Frame {
             prediction,
@@ -357,11 +358,17 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
         } => {
             tap.offer(prediction.frame, feature);
             classified.fetch_add(1, Ordering::Relaxed);
-            if let Some(label) = prediction.classifier().label() {
-                let mut current = current_pack.lock().unwrap_or_else(|p| p.into_inner());
-                if *current != label {
-                    label.clone_into(&mut current);
+            // The pack's label for `status`: written when the classifier changes (a swap),
+            // not locked on every frame.
+            if !last_classifier
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, prediction.classifier()))
+            {
+                let c = Arc::clone(prediction.classifier());
+                if let Some(label) = c.label() {
+                    label.clone_into(&mut current_pack.lock().unwrap_or_else(|p| p.into_inner()));
                 }
+                last_classifier = Some(c);
             }
             if args.events {
                 let Some((_, best)) = prediction.best() else {

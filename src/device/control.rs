@@ -370,7 +370,7 @@ fn handle(command: Command, c: &ControlContext) -> std::result::Result<serde_jso
                     }
                 }
             };
-            let at = unix_now();
+            let at = crate::record::now_unix();
             let sources: Vec<String> = captured
                 .frames
                 .iter()
@@ -404,12 +404,6 @@ fn handle(command: Command, c: &ControlContext) -> std::result::Result<serde_jso
             Ok(v)
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn to_value(record: &impl serde::Serialize) -> serde_json::Value {
