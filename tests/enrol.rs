@@ -641,3 +641,34 @@ fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// `--control PATH` never replaces a file that is not a socket: refused in one line, the file
+/// untouched.
+#[test]
+fn the_control_socket_never_replaces_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let p = random_pack(dir.path(), "p.pack", 6, 1);
+    assert_eq!(flash(&p, &state).status.code(), Some(0));
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, b"keep me").unwrap();
+    let o = bin()
+        .arg("stream")
+        .arg("--model")
+        .arg(model())
+        .arg("--state")
+        .arg(&state)
+        .arg("--control")
+        .arg(&precious)
+        .args(["--format", "rgb24", "--size", "64x48"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("precious.txt: exists and is not a socket"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+}

@@ -228,11 +228,20 @@ pub fn default_socket(state: &StateDir) -> PathBuf {
 /// Binds `socket` (mode 0600: bound under a temporary name, restricted, then renamed into place,
 /// so it is never reachable with wider permissions) and serves commands on a thread until
 /// `context.stop`. A stale socket file from an earlier run is replaced; a live one (another
-/// stream answers on it) is an error.
+/// stream answers on it), or a path that is not a socket, is an error.
 pub fn serve(socket: &Path, context: ControlContext) -> Result<std::thread::JoinHandle<()>> {
     let err = |reason: String| Error::Invalid(format!("{}: {reason}", socket.display()));
     if UnixStream::connect(socket).is_ok() {
         return Err(err("another process is serving this control socket".into()));
+    }
+    // Only a stale socket is replaced: never a file that happens to have that name.
+    if let Ok(m) = std::fs::symlink_metadata(socket) {
+        use std::os::unix::fs::FileTypeExt;
+        if !m.file_type().is_socket() {
+            return Err(err(
+                "exists and is not a socket; choose another --control path".into(),
+            ));
+        }
     }
     let dir = socket.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".control.sock.tmp-{}", std::process::id()));
