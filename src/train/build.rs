@@ -74,6 +74,26 @@ pub fn build_from_shots(
     options: &BuildOptions,
     progress: &mut dyn Progress,
 ) -> Result<Built> {
+    let w = text_classifier(
+        encoder,
+        model,
+        &shots.class_names(),
+        &options.templates,
+        &options.run,
+        progress,
+    )?;
+    build_with_classifier(encoder, shots, options, w, progress)
+}
+
+/// [`build_from_shots`] with the zero-shot classifier W already made (`None` for an image-only
+/// backbone): what several key recipes over the same classes share.
+pub fn build_with_classifier(
+    encoder: &ImageEncoder,
+    shots: &LabelledSet,
+    options: &BuildOptions,
+    w: Option<Vec<f32>>,
+    progress: &mut dyn Progress,
+) -> Result<Built> {
     let passes = options.recipe.augment_epochs.max(1) as usize;
     progress.start("cache", shots.len() * passes);
     let keys = build_keys(encoder, shots, &options.recipe, options.limits, |n| {
@@ -85,14 +105,6 @@ pub fn build_from_shots(
         return Err(Error::dataset(&shots.root, "no shot could be encoded"));
     }
     let class_names = shots.class_names();
-    let w = text_classifier(
-        encoder,
-        model,
-        &class_names,
-        &options.templates,
-        &options.run,
-        progress,
-    )?;
     let provenance = Provenance {
         shots: shots.max_per_class() as u32,
         augment_epochs: options.recipe.augment_epochs,

@@ -10,11 +10,12 @@ use crate::encoder::{ImageEncoder, ModelPaths};
 use crate::error::{Error, Result};
 use crate::preprocess::augment::Augmentation;
 use crate::progress::Progress;
-use crate::train::build::{build_from_shots, BuildOptions, Built};
+use crate::train::build::{build_with_classifier, BuildOptions, Built};
 use crate::train::features::EncodedSplit;
 use crate::train::keys::KeyRecipe;
 use crate::train::search::Grid;
 use crate::train::tune::tune_model;
+use crate::zeroshot::text_classifier;
 
 /// A key recipe `cache build` can be asked for by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,18 +136,27 @@ pub fn choose_recipe(
         ));
     }
     let epochs = options.recipe.augment_epochs.max(1);
+    // W depends on the class names and templates, not on the recipe: made once.
+    let w = text_classifier(
+        encoder,
+        model,
+        &shots.class_names(),
+        &options.templates,
+        &options.run,
+        progress,
+    )?;
     let mut best: Option<(f64, RecipeName, Built)> = None;
     let mut scores = Vec::with_capacity(candidates.len());
     for &name in candidates {
         let recipe = name.recipe(epochs, options.recipe.seed);
-        let built = build_from_shots(
+        let built = build_with_classifier(
             encoder,
-            model,
             shots,
             &BuildOptions {
                 recipe,
                 ..options.clone()
             },
+            w.clone(),
             progress,
         )?;
         let d = &built.draft;
