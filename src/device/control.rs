@@ -84,9 +84,9 @@ pub fn parse_command(line: &[u8]) -> std::result::Result<Command, String> {
     if let Command::Enrol { class, frames, .. } = &command {
         if class.is_empty() || class.len() > MAX_CLASS_LEN || class.chars().any(char::is_control) {
             return Err(format!(
-                "enrol: {:?} is not a class name (1 to {MAX_CLASS_LEN} bytes, no control \
+                "enrol: \"{}\" is not a class name (1 to {MAX_CLASS_LEN} bytes, no control \
                  characters)",
-                truncate(class, 60)
+                escaped(class, 60)
             ));
         }
         if !(1..=MAX_ENROL_FRAMES).contains(frames) {
@@ -116,13 +116,6 @@ fn escaped(s: &str, n: usize) -> String {
         }
     }
     out
-}
-
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 /// What a frame tap hands back: the features of the frames taken, and their indices.
