@@ -209,8 +209,8 @@ impl PackDraft {
     /// when the draft has one. The new keys are stored in the draft's key dtype; the keys already
     /// there are not touched (int8 keys carry one scale each). Each shot is also stored with the
     /// pack, in f32 with its class and `sources` entry (one per key), for a later `finetune`.
-    /// The provenance's shots count becomes the largest class's. On error the draft is
-    /// unchanged.
+    /// The provenance is untouched: its K stays the shots `cache build` drew (the stored shots
+    /// say what was enrolled since). On error the draft is unchanged.
     pub fn add_shots(
         &mut self,
         name: &str,
@@ -305,12 +305,6 @@ impl PackDraft {
         self.shot_labels
             .extend(std::iter::repeat_n(class as u32, n));
         self.shot_sources.extend_from_slice(sources);
-        self.provenance.shots = self
-            .class_offsets
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or(0);
         Ok(AddedShots {
             class,
             new_class: existing.is_none(),
@@ -406,7 +400,7 @@ mod tests {
                 OwnedKeys::from_f32(dtype, 4, &[0.6, 0.0, 0.8, 0.0, 0.0, 1.0, 0.0, 0.0]).unwrap();
             assert_eq!(&a[8..], expect.as_key_data().to_f32(4).as_slice());
             assert_eq!(class_keys(&d, 1), class_keys(&before, 1));
-            assert_eq!(d.provenance.shots, 4);
+            assert_eq!(d.provenance, before.provenance, "K stays the drawn K");
             let stored = d.stored_shots().unwrap();
             assert_eq!(stored.labels, &[0, 0]);
             assert_eq!(stored.features, &[0.6, 0.0, 0.8, 0.0, 0.0, 1.0, 0.0, 0.0]);

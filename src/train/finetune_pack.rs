@@ -137,15 +137,8 @@ pub fn finetune_pack(
     let (shot_paths, shot_targets, shots_root) = match request.shots {
         Some(root) => {
             let mut shots = LabelledSet::read(root)?;
-            // By default, K as `cache build` drew it: the largest class's keys that were not
-            // enrolled afterwards (the provenance's K counts enrolled shots too).
-            let k = request.shots_per_class.unwrap_or_else(|| {
-                (0..classes.len())
-                    .map(|c| (offsets[c + 1] - offsets[c]) as usize - stored_per_class[c])
-                    .max()
-                    .unwrap_or(0)
-                    .min(prov.shots as usize)
-            });
+            // By default, K as `cache build` drew it (enrolment leaves the provenance alone).
+            let k = request.shots_per_class.unwrap_or(prov.shots as usize);
             if shots.classes.iter().any(|c| c.images.len() > k) {
                 shots = shots.sample_k_shot(k, seed)?;
             }
