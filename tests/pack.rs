@@ -1590,11 +1590,33 @@ fn write_fuzz_seeds() {
         ("f32-w", Fixture::new(KeyDtype::F32, 2, &[1, 1], true)),
         ("int8-1class", Fixture::new(KeyDtype::I8, 1, &[2], false)),
     ];
-    for (name, fx) in seeds {
+    let write = |name: &str, pack: Vec<u8>| {
         for mode in [0u8, 1] {
             let mut b = vec![mode];
-            b.extend(fx.bytes());
+            b.extend(&pack);
             std::fs::write(Path::new(&dir).join(format!("{name}-{mode}")), b).unwrap();
         }
+    };
+    for (name, fx) in seeds {
+        write(name, fx.bytes());
     }
+    // Version 2 (a temperature) and version 3 (stored shots, with and without a temperature).
+    let fx = Fixture::small();
+    let mut c = fx.contents();
+    c.temperature = Some(0.5);
+    write("int8-w-v2", encode(&c).unwrap());
+    let features: Vec<f32> = (0..3 * 7).map(|i| i as f32 * 0.01).collect();
+    let sources = vec![
+        "a.jpg sha256 0011".to_string(),
+        String::new(),
+        "frame 7".into(),
+    ];
+    c.stored_shots = Some(StoredShots {
+        features: &features,
+        labels: &[0, 2, 2],
+        sources: &sources,
+    });
+    write("int8-w-v3-t", encode(&c).unwrap());
+    c.temperature = None;
+    write("int8-w-v3", encode(&c).unwrap());
 }
