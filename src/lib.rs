@@ -39,6 +39,7 @@ pub mod session;
 pub mod sidecar;
 #[cfg(feature = "runtime")]
 pub mod stream;
+pub mod tda;
 #[cfg(feature = "runtime")]
 pub mod text;
 pub mod train;

@@ -56,6 +56,7 @@ use crate::error::{Error, Result};
 use crate::kernel::{l2_normalize_rows, MAX_BATCH};
 use crate::pack::EncoderId;
 use crate::preprocess::{DecodeLimits, FrameRef, PixelFormat, Preprocessor};
+use crate::tda::{Tda, TdaConfig};
 
 /// How a session reports and what it accepts.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +69,10 @@ pub struct SessionOptions {
     /// [`Prediction::unknown`] — a part the line has never seen is not silently called the
     /// nearest class. `None` accepts every frame.
     pub min_prob: Option<f32>,
+    /// Test-time adaptation ([`crate::tda`]): caches filled from the stream's own confident
+    /// and uncertain frames, added to every frame's logits. `None`: off. The caches are emptied
+    /// when the classifier is swapped (its classes may differ) and by [`Session::reset_tda`].
+    pub tda: Option<TdaConfig>,
 }
 
 impl Default for SessionOptions {
@@ -76,6 +81,7 @@ impl Default for SessionOptions {
             top_k: 3,
             limits: DecodeLimits::default(),
             min_prob: None,
+            tda: None,
         }
     }
 }
@@ -229,6 +235,7 @@ pub struct Session {
     slot: Arc<SwapSlot>,
     options: SessionOptions,
     next_frame: u64,
+    tda: Option<Tda>,
 }
 
 impl Session {
@@ -258,6 +265,10 @@ impl Session {
             dim: encoder.dim(),
         });
         slot.check(&classifier)?;
+        let tda = options
+            .tda
+            .map(|cfg| Tda::new(cfg, encoder.dim(), classifier.n_classes()))
+            .transpose()?;
         Ok(Session {
             state: encoder.state()?,
             preprocessor: Preprocessor::new(encoder.recipe().clone()),
@@ -269,6 +280,7 @@ impl Session {
             slot,
             options,
             next_frame: 0,
+            tda,
         })
     }
 
@@ -319,7 +331,27 @@ impl Session {
             self.scratch = classifier.scratch();
             self.logits = vec![0.0; MAX_BATCH * classifier.n_classes()];
         }
+        if let Some(t) = &mut self.tda {
+            if t.n_classes() == classifier.n_classes() {
+                t.reset();
+            } else {
+                *t = Tda::new(*t.config(), t.dim(), classifier.n_classes())
+                    .expect("a configuration that was accepted once");
+            }
+        }
         std::mem::replace(&mut self.classifier, classifier)
+    }
+
+    /// Test-time adaptation's caches, when [`SessionOptions::tda`] is set.
+    pub fn tda(&self) -> Option<&Tda> {
+        self.tda.as_ref()
+    }
+
+    /// Empties the test-time adaptation caches (a new batch or product on the line).
+    pub fn reset_tda(&mut self) {
+        if let Some(t) = &mut self.tda {
+            t.reset();
+        }
     }
 
     /// The frame boundary: installs a classifier queued by a [`Swapper`].
@@ -399,6 +431,10 @@ impl Session {
                 &mut self.logits[..nc],
             )
             .map_err(|e| Error::frame(index, e))?;
+        if let Some(t) = &mut self.tda {
+            t.adapt(&self.features[..dim], &mut self.logits[..nc])
+                .map_err(|e| Error::frame(index, e))?;
+        }
         let top = self.top(&self.logits[..nc]);
         timings.score_ms = ms(t2.elapsed());
         Ok(Prediction {
@@ -480,8 +516,16 @@ impl Session {
             );
             let score_ms = ms(t2.elapsed()) / chunk.len() as f64;
             for (j, &(at, index, preprocess_ms)) in chunk.iter().enumerate() {
-                results[at] = match &scored {
-                    Ok(()) => Ok({
+                // In frame order: each frame enters the TDA caches before the next is scored.
+                let adapted = match (&scored, &mut self.tda) {
+                    (Ok(()), Some(t)) => t.adapt(
+                        &self.features[(start + j) * dim..(start + j + 1) * dim],
+                        &mut self.logits[j * nc..(j + 1) * nc],
+                    ),
+                    _ => Ok(()),
+                };
+                results[at] = match scored.as_ref().and(adapted.as_ref()) {
+                    Ok(_) => Ok({
                         let top = self.top(&self.logits[j * nc..(j + 1) * nc]);
                         Prediction {
                             frame: index,

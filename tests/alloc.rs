@@ -131,7 +131,13 @@ fn a_whole_session_classify_allocates_nothing_beyond_tract() {
     .unwrap();
     draft.convert_keys(KeyDtype::I8).unwrap();
     let classifier = Arc::new(Classifier::from_draft(draft));
-    let mut session = Session::new(encoder.clone(), classifier, SessionOptions::default()).unwrap();
+    // With test-time adaptation on: its caches fill and evict as the frames go by, without an
+    // allocation either.
+    let options = SessionOptions {
+        tda: Some(tipedge::tda::TdaConfig::default()),
+        ..SessionOptions::default()
+    };
+    let mut session = Session::new(encoder.clone(), classifier, options).unwrap();
 
     // tract alone: the encoder's run on a state of its own.
     let mut state = encoder.state().unwrap();

@@ -14,6 +14,7 @@ use tipedge::kernel::KeyDtype;
 use tipedge::pack::{EncoderId, PackDraft, Provenance};
 use tipedge::preprocess::{load_rgb, DecodeLimits, FrameRef, PixelFormat};
 use tipedge::session::{Session, SessionOptions};
+use tipedge::tda::{Tda, TdaConfig};
 
 fn clip_tiny() -> Arc<ImageEncoder> {
     Arc::new(
@@ -59,6 +60,37 @@ fn rgb(name: &str) -> image::RgbImage {
         &DecodeLimits::default(),
     )
     .unwrap()
+}
+
+/// The photos the batch tests send, in this order: known classes and strangers.
+const STREAM: [&str; 5] = [
+    "coffee.jpg",
+    "chelsea.jpg",
+    "rocket.jpg",
+    "astronaut.jpg",
+    "camera.png",
+];
+
+/// clip-tiny optimised for batches of `batch`.
+fn clip_tiny_batched(batch: usize) -> Arc<ImageEncoder> {
+    let run = RunOptions {
+        batch,
+        ..RunOptions::default()
+    };
+    Arc::new(ImageEncoder::load(&common::fixture("clip-tiny/image.onnx"), &run).unwrap())
+}
+
+/// The fixture photos `names`, decoded.
+fn decoded(names: &[&str]) -> Vec<image::RgbImage> {
+    names.iter().map(|n| rgb(n)).collect()
+}
+
+/// Each image as an RGB frame.
+fn frames_of(images: &[image::RgbImage]) -> Vec<FrameRef<'_>> {
+    images
+        .iter()
+        .map(|i| FrameRef::packed(i.as_raw(), i.width(), i.height(), PixelFormat::Rgb24).unwrap())
+        .collect()
 }
 
 #[test]
@@ -180,32 +212,15 @@ fn bad_frames_are_named_by_index_and_the_session_goes_on() {
 
 #[test]
 fn batches_give_the_single_frame_results() {
-    let run = RunOptions {
-        batch: 3,
-        ..RunOptions::default()
-    };
-    let batched =
-        Arc::new(ImageEncoder::load(&common::fixture("clip-tiny/image.onnx"), &run).unwrap());
+    let batched = clip_tiny_batched(3);
     let single = clip_tiny();
     let names = ["cat", "rocket", "coffee"];
     let photos = ["chelsea.jpg", "rocket.jpg", "coffee.jpg"];
     let c = classifier_of(&single, &photos, &names);
     let mut one = Session::new(single, c.clone(), SessionOptions::default()).unwrap();
     let mut many = Session::new(batched, c, SessionOptions::default()).unwrap();
-    let images: Vec<_> = [
-        "coffee.jpg",
-        "chelsea.jpg",
-        "rocket.jpg",
-        "astronaut.jpg",
-        "camera.png",
-    ]
-    .iter()
-    .map(|n| rgb(n))
-    .collect();
-    let frames: Vec<_> = images
-        .iter()
-        .map(|i| FrameRef::packed(i.as_raw(), i.width(), i.height(), PixelFormat::Rgb24).unwrap())
-        .collect();
+    let images = decoded(&STREAM);
+    let frames = frames_of(&images);
     // Five frames in runs of three (the last run padded); each equals its single-frame result.
     let results = many.classify_batch(&frames);
     for (frame, batched) in frames.iter().zip(results) {
@@ -287,4 +302,62 @@ fn calibrated_probabilities_and_the_reject_option() {
     assert_eq!(same.temperature(), Some(0.01));
     let other = c.with_params(AdapterParams::default()).unwrap();
     assert_eq!(other.temperature(), None);
+}
+
+/// Test-time adaptation in the session: each frame's logits are the head's with TDA's terms
+/// (the same as `Tda::adapt` on the features and logits of a session without it), frames enter
+/// the caches in order in batches too, and a swap or `reset_tda` empties the caches.
+#[test]
+fn tda_adapts_each_frame_in_order_single_and_batched() {
+    let single = clip_tiny();
+    let batched = clip_tiny_batched(3);
+    let names = ["cat", "rocket", "coffee"];
+    let c = classifier_of(
+        &single,
+        &["chelsea.jpg", "rocket.jpg", "coffee.jpg"],
+        &names,
+    );
+    let with_tda = SessionOptions {
+        tda: Some(TdaConfig::default()),
+        ..SessionOptions::default()
+    };
+    let mut plain = Session::new(single.clone(), c.clone(), SessionOptions::default()).unwrap();
+    let mut adapted = Session::new(single.clone(), c.clone(), with_tda).unwrap();
+    let mut many = Session::new(batched, c.clone(), with_tda).unwrap();
+    let mut reference = Tda::new(TdaConfig::default(), single.dim(), names.len()).unwrap();
+    let images = decoded(&[&STREAM[..], &["chelsea.jpg", "coffee.jpg"]].concat());
+    let frames = frames_of(&images);
+    let results = many.classify_batch(&frames);
+    let mut changed = 0;
+    for (frame, batched) in frames.iter().zip(results) {
+        plain.classify(frame).unwrap();
+        let mut want = plain.last_logits().to_vec();
+        reference.adapt(plain.last_feature(), &mut want).unwrap();
+        let p = adapted.classify(frame).unwrap();
+        assert_eq!(adapted.last_logits(), &want[..]);
+        changed += usize::from(plain.last_logits() != adapted.last_logits());
+        let b = batched.unwrap();
+        for (x, y) in b.top.iter().zip(&p.top) {
+            assert_eq!(x.class, y.class);
+            assert!(
+                (x.logit - y.logit).abs() <= 1e-4 * y.logit.abs().max(1.0),
+                "{x:?} {y:?}"
+            );
+        }
+    }
+    assert_eq!(
+        changed,
+        frames.len(),
+        "every frame is in its own positive cache"
+    );
+    let tda = adapted.tda().unwrap();
+    assert_eq!(tda.len(), reference.len());
+    assert_eq!(many.tda().unwrap().len(), reference.len());
+    assert!(plain.tda().is_none());
+    adapted.swap(c).unwrap();
+    assert!(adapted.tda().unwrap().is_empty());
+    adapted.classify(&frames[0]).unwrap();
+    assert_eq!(adapted.tda().unwrap().len().0, 1);
+    adapted.reset_tda();
+    assert!(adapted.tda().unwrap().is_empty());
 }

@@ -192,6 +192,7 @@ fn classify(
         top_k: usize::from(common.top_k),
         limits,
         min_prob: common.min_prob,
+        tda: None,
     };
     let mut session = Session::new(encoder, Arc::new(classifier), options)?;
 

@@ -24,6 +24,7 @@ use tipedge::stream::mqtt::{MqttOptions, MqttPublisher, MqttTarget};
 use tipedge::stream::raw::RawReader;
 use tipedge::stream::watch::FolderWatcher;
 use tipedge::stream::{self, FrameKind, FramePolicy, FrameSource, Output, StreamOptions};
+use tipedge::tda::TdaConfig;
 use tipedge::zeroshot::Templates;
 
 use super::common::{load_image_encoder, RuntimeArgs};
@@ -120,6 +121,13 @@ pub struct StreamArgs {
     /// The reject option: a frame whose best probability is below P (0 < P < 1) is unknown.
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     min_prob: Option<f32>,
+    /// Test-time adaptation (TDA, Karmanov et al. 2024): a positive cache of each class's most
+    /// confident frames and a negative cache of uncertain ones, filled from the stream's own
+    /// predictions (no labels) and added to every frame's logits; for a line whose light,
+    /// camera or product drifts. The official ImageNet settings (3 + 2 frames per class); the
+    /// caches are emptied when a new pack is swapped in.
+    #[arg(long)]
+    tda: bool,
     /// Also publish each prediction (or event, with --events) as JSON to an MQTT broker:
     /// mqtt://host[:port]/topic (QoS 1). Never blocks the frames: a bounded queue (drops
     /// counted in the summary), reconnection with backoff when the broker goes away.
@@ -257,6 +265,7 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
         top_k: usize::from(args.top_k),
         limits: args.runtime.limits(),
         min_prob: args.min_prob,
+        tda: args.tda.then(TdaConfig::default),
     };
     let session = Session::new(encoder, classifier, options)?;
     let tap = Arc::new(FrameTap::default());
