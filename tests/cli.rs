@@ -492,8 +492,17 @@ fn few_shot_workflow_build_tune_finetune_eval() {
 
     let ft = dir.path().join("ft.pack");
     let mut c = bin();
+    // --write-trained: this tiny random-weight model's val split decides nothing; the trained
+    // keys are what is checked here.
     c.args([
-        "finetune", "--json", "--epochs", "3", "--keys", "int8", "--model",
+        "finetune",
+        "--json",
+        "--epochs",
+        "3",
+        "--keys",
+        "int8",
+        "--write-trained",
+        "--model",
     ])
     .arg(&model);
     c.arg("--pack")
@@ -508,6 +517,21 @@ fn few_shot_workflow_build_tune_finetune_eval() {
         .arg(&store);
     let f = run_ok(&mut c);
     assert_eq!(f["epochs"].as_array().unwrap().len(), 3);
+    // Both kinds of training views were tried (plain first), one chosen, and it is the one
+    // reported.
+    let runs = f["candidates"].as_array().unwrap();
+    let views: Vec<&str> = runs.iter().map(|r| r["views"].as_str().unwrap()).collect();
+    assert_eq!(views, ["plain", "augmented"]);
+    let chosen: Vec<&serde_json::Value> = runs.iter().filter(|r| r["chosen"] == true).collect();
+    assert_eq!(chosen.len(), 1, "{f}");
+    assert_eq!(chosen[0]["views"], f["views"]);
+    assert_eq!(chosen[0]["val_top1"], f["val_top1"]);
+    let best = runs
+        .iter()
+        .map(|r| r["val_top1"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(f["val_top1"].as_f64().unwrap(), best);
+    assert_eq!(f["kept_input"], false);
     assert_eq!(f["n_shots"], 6);
     assert_eq!(f["key_dtype"], "int8");
     assert!(f["max_key_change"].as_f64().unwrap() > 0.0, "{f}");
@@ -521,6 +545,33 @@ fn few_shot_workflow_build_tune_finetune_eval() {
     assert!(
         lrs.windows(2).all(|w| w[1] < w[0]),
         "cosine schedule: {lrs:?}"
+    );
+
+    // Never worse than the input: training that cannot move the keys (a learning rate far
+    // below their precision) does not beat the tuned pack, whose α/β are already the best of
+    // the grid for those keys, so the input is written unchanged.
+    let kept = dir.path().join("kept.pack");
+    let mut c = bin();
+    c.args(["finetune", "--json", "--epochs", "1", "--views", "plain"])
+        .args(["--lr", "1e-12", "--model"])
+        .arg(&model)
+        .arg("--pack")
+        .arg(&tuned)
+        .arg("--shots")
+        .arg(example.join("shots"))
+        .arg("--val")
+        .arg(example.join("val"))
+        .arg("--out")
+        .arg(&kept)
+        .arg("--features")
+        .arg(&store);
+    let k = run_ok(&mut c);
+    assert_eq!(k["kept_input"], true, "{k}");
+    assert!(k["calibration"].is_null());
+    assert!(k["val_top1"].as_f64().unwrap() <= k["input_val_top1"].as_f64().unwrap());
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        std::fs::read(&tuned).unwrap()
     );
 
     let png = dir.path().join("eval.png");
