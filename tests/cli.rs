@@ -592,6 +592,27 @@ fn few_shot_workflow_build_tune_finetune_eval() {
     for m in ["zero_shot", "cache_only", "tip_adapter", "tip_adapter_f"] {
         let top1 = methods[m]["top1"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&top1), "{m}");
+        // Its 95 % interval holds it and is wide: 48 images.
+        let ci = methods[m]["top1_ci95"].as_array().unwrap();
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        assert!(
+            lo <= top1 && top1 <= hi && hi - lo > 10.0,
+            "{m}: {lo} {top1} {hi}"
+        );
+    }
+    assert!((e["points_per_image"].as_f64().unwrap() - 100.0 / 48.0).abs() < 1e-9);
+    // The headline against each other method, image by image.
+    let comparisons = e["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 3);
+    for c in comparisons {
+        assert_eq!(c["method"], "tip_adapter_f");
+        let (b, w) = (c["better"].as_f64().unwrap(), c["worse"].as_f64().unwrap());
+        let against = methods[c["against"].as_str().unwrap()]["top1"]
+            .as_f64()
+            .unwrap();
+        let f = methods["tip_adapter_f"]["top1"].as_f64().unwrap();
+        assert!(((b - w) * 100.0 / 48.0 - (f - against)).abs() < 1e-9, "{c}");
+        assert!((0.0..=1.0).contains(&c["p_value"].as_f64().unwrap()));
     }
     let confusion = e["confusion"].as_array().unwrap();
     let total: u64 = confusion

@@ -102,11 +102,27 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             r.classes.len(),
             r.features_from_store
         );
-        println!("{:<15} {:>7} {:>7}", "method", "top-1", "top-5");
+        println!(
+            "{:<15} {:>7} {:>17} {:>7}",
+            "method", "top-1", "95% interval", "top-5"
+        );
         for m in &r.methods.0 {
+            let (lo, hi) = m.metrics.top1_ci95;
             println!(
-                "{:<15} {:>6.2}% {:>6.2}%",
-                m.name, m.metrics.top1, m.metrics.top5
+                "{:<15} {:>6.2}% {:>7.1}–{:<5.1}%   {:>6.2}%",
+                m.name, m.metrics.top1, lo, hi, m.metrics.top5
+            );
+        }
+        println!(
+            "(one test image is {:.2} points of top-1; the interval is Wilson's, for the \
+             population these images were drawn from)",
+            r.points_per_image
+        );
+        for c in &r.comparisons {
+            println!(
+                "{} against {}: right on {} images it gets wrong, wrong on {} it gets right \
+                 (McNemar exact p = {:.3})",
+                c.method, c.against, c.paired.better, c.paired.worse, c.paired.p_value
             );
         }
         print_calibration(&r);

@@ -19,7 +19,7 @@ use crate::train::calibration::{
     calibration_metrics, coverage_curve, CalibrationMetrics, CoveragePoint, COVERAGE_THRESHOLDS,
 };
 use crate::train::features::encode_labelled;
-use crate::train::metrics::Metrics;
+use crate::train::metrics::{paired, Metrics, Paired};
 use crate::train::search::{Grid, GridAccuracy};
 use crate::train::tune::search;
 
@@ -57,6 +57,15 @@ impl serde::Serialize for Methods {
         }
         map.end()
     }
+}
+
+/// The headline method against another on the same test images.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Comparison {
+    pub method: &'static str,
+    pub against: &'static str,
+    #[serde(flatten)]
+    pub paired: Paired,
 }
 
 /// Seconds spent, in the report.
@@ -126,8 +135,13 @@ pub struct EvalReport {
     pub per_class: Vec<crate::train::metrics::ClassAccuracy>,
     pub confusion: Vec<Vec<u32>>,
     pub n_images: usize,
+    /// How much one test image moves a top-1 accuracy, in points (`100 / n_images`).
+    pub points_per_image: f64,
     pub classes: Vec<String>,
+    /// Every method's metrics, each top-1 with its 95 % interval.
     pub methods: Methods,
+    /// The headline method against each other one, image by image (McNemar).
+    pub comparisons: Vec<Comparison>,
     /// Calibration and the reject option of the headline method.
     pub calibration: EvalCalibration,
     pub alpha: f32,
@@ -205,38 +219,44 @@ pub fn evaluate(
     let t_encode = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
 
-    let metrics = |logits: &[f32]| Metrics::from_logits(logits, &test.labels, &classes);
     let tip = TipAdapter::new(pack.keys(), pack.text_classifier(), pack.params())?;
-    let mut methods = Vec::new();
+    // (name, logits) of each method, the headline last.
+    let mut scored: Vec<(&'static str, Vec<f32>)> = Vec::new();
     if tip.classifier().is_some() {
-        methods.push(Method {
-            name: "zero_shot",
-            metrics: metrics(&logits_of(&tip, &test.features, true)?)?,
-        });
+        scored.push(("zero_shot", logits_of(&tip, &test.features, true)?));
     }
     let cache_only = tip
         .without_classifier()
         .with_params(pack.params().with_alpha_beta(1.0, pack.params().beta));
-    methods.push(Method {
-        name: "cache_only",
-        metrics: metrics(&logits_of(&cache_only, &test.features, false)?)?,
-    });
-    let mut headline_logits = logits_of(&tip, &test.features, false)?;
-    methods.push(Method {
-        name: "tip_adapter",
-        metrics: metrics(&headline_logits)?,
-    });
+    scored.push(("cache_only", logits_of(&cache_only, &test.features, false)?));
+    scored.push(("tip_adapter", logits_of(&tip, &test.features, false)?));
     if let Some(f) = &finetuned {
         let tip_f = TipAdapter::new(f.keys(), f.text_classifier(), f.params())?;
-        headline_logits = logits_of(&tip_f, &test.features, false)?;
-        methods.push(Method {
-            name: "tip_adapter_f",
-            metrics: metrics(&headline_logits)?,
-        });
+        scored.push(("tip_adapter_f", logits_of(&tip_f, &test.features, false)?));
     }
+    let methods = scored
+        .iter()
+        .map(|(name, logits)| {
+            Ok(Method {
+                name,
+                metrics: Metrics::from_logits(logits, &test.labels, &classes)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (headline_name, headline_logits) = scored.last().expect("at least two methods");
+    let comparisons = scored[..scored.len() - 1]
+        .iter()
+        .map(|(against, logits)| {
+            Ok(Comparison {
+                method: headline_name,
+                against,
+                paired: paired(headline_logits, logits, &test.labels, classes.len())?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let shown = finetuned.as_ref().unwrap_or(&pack);
     let calibration = EvalCalibration::measure(
-        &headline_logits,
+        headline_logits,
         &test.labels,
         classes.len(),
         shown.temperature(),
@@ -274,8 +294,10 @@ pub fn evaluate(
         per_class: headline.per_class,
         confusion: headline.confusion,
         n_images: headline.n_images,
+        points_per_image: 100.0 / headline.n_images.max(1) as f64,
         classes,
         methods: Methods(methods),
+        comparisons,
         calibration,
         alpha: pack.params().alpha,
         beta: pack.params().beta,
