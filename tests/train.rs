@@ -440,3 +440,68 @@ mod data {
         );
     }
 }
+
+/// The GDA head against a re-implementation of the official fitting (models/make_gda_refs.py:
+/// numpy.cov, numpy.linalg.pinv of the shrunk covariance, 40 features of dim 64, so the sample
+/// covariance is singular and the shrinkage is what makes it invertible): W_g and b within
+/// 1e-4 (relative to the largest value), the official α grid's choice, and the validation
+/// logits at that α.
+#[test]
+fn gda_head_matches_the_official_fitting() {
+    use tipedge::train::gda::{fit_gda, search_alpha};
+    let g = |name: &str| fixture("gda").join(name);
+    let feats = read_f32(&g("features.npy"));
+    let labels: Vec<u32> = read_i64(&g("labels.npy"))
+        .data
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
+    let val = read_f32(&g("val_features.npy"));
+    let val_labels: Vec<u32> = read_i64(&g("val_labels.npy"))
+        .data
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
+    let clip_w = read_f32(&g("clip_weights.npy"));
+    let want_w = read_f64(&g("weights.npy"));
+    let want_b = read_f64(&g("bias.npy"));
+    let want_logits = read_f64(&g("val_logits.npy"));
+    let choice = read_f64(&g("choice.npy")).data;
+    let (nc, dim) = (want_w.shape[0], want_w.shape[1]);
+
+    let head = fit_gda(&feats.data, &labels, nc, dim).unwrap();
+    let close = |got: &[f32], want: &[f64], what: &str| {
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(&a, &b)| (a as f64 - b).abs())
+            .fold(0f64, f64::max);
+        assert!(worst <= 1e-4 * scale, "{what}: {worst:e} of {scale:e}");
+    };
+    close(&head.weights, &want_w.data, "W_g");
+    close(&head.bias, &want_b.data, "b");
+
+    let m = val_labels.len();
+    let mut zero_shot = vec![0f32; m * nc];
+    for (f, row) in val
+        .data
+        .chunks_exact(dim)
+        .zip(zero_shot.chunks_exact_mut(nc))
+    {
+        for (z, w) in row.iter_mut().zip(clip_w.data.chunks_exact(dim)) {
+            *z = 100.0 * f.iter().zip(w).map(|(a, b)| a * b).sum::<f32>();
+        }
+    }
+    let (alpha, top1) = search_alpha(&head, Some(&zero_shot), &val.data, &val_labels).unwrap();
+    assert_eq!(alpha as f64, choice[0]);
+    assert!((top1 - choice[1]).abs() < 1e-9);
+    let mut gda = vec![0f32; m * nc];
+    head.logits_into(&val.data, &mut gda);
+    let logits: Vec<f32> = zero_shot
+        .iter()
+        .zip(&gda)
+        .map(|(z, g)| z + alpha * g)
+        .collect();
+    close(&logits, &want_logits.data, "validation logits");
+}

@@ -8,6 +8,7 @@
 //!   `tipedge finetune`;
 //! - [`calibration`]: the temperature of calibrated probabilities (fitted by `tune` and
 //!   `finetune`), NLL / Brier / ECE and the reject option's coverage (`tipedge eval`);
+//! - [`gda`]: the GDA head (Gaussian discriminant analysis on the shots' views, ICLR 2024);
 //! - [`metrics`], [`evaluate`]: `tipedge eval`;
 //! - [`features`]: the store of encoded validation / test features.
 //!
@@ -24,6 +25,7 @@ pub mod features;
 pub mod finetune;
 #[cfg(feature = "runtime")]
 pub mod finetune_pack;
+pub mod gda;
 #[cfg(feature = "runtime")]
 pub mod keys;
 pub mod metrics;
