@@ -70,7 +70,8 @@ pub struct SessionOptions {
     /// nearest class. `None` accepts every frame.
     pub min_prob: Option<f32>,
     /// Test-time adaptation ([`crate::tda`]): caches filled from the stream's own confident
-    /// and uncertain frames, added to every frame's logits. `None`: off. The caches are emptied
+    /// and uncertain frames, added to every frame's logits (calibrated ones, when the classifier
+    /// has a temperature: [`Tda::adapt_at`]). `None`: off. The caches are emptied
     /// when the classifier is swapped (its classes may differ) and by [`Session::reset_tda`].
     pub tda: Option<TdaConfig>,
 }
@@ -312,6 +313,15 @@ impl Session {
         self.next_frame
     }
 
+    /// Counts a frame rejected before it reached the session (a caller that could not describe
+    /// it as a [`FrameRef`]: a buffer shorter than its size, a stride below a row) and returns
+    /// its index, so that frame indices stay those of every frame offered.
+    pub fn reject_frame(&mut self) -> u64 {
+        let index = self.next_frame;
+        self.next_frame += 1;
+        index
+    }
+
     /// Replaces the classifier now (it must be made with this session's encoder); returns the
     /// old one. Reallocates the scoring buffers only if the class count changes.
     pub fn swap(&mut self, classifier: Arc<Classifier>) -> Result<Arc<Classifier>> {
@@ -432,7 +442,8 @@ impl Session {
             )
             .map_err(|e| Error::frame(index, e))?;
         if let Some(t) = &mut self.tda {
-            t.adapt(&self.features[..dim], &mut self.logits[..nc])
+            let temperature = self.classifier.temperature().unwrap_or(1.0);
+            t.adapt_at(&self.features[..dim], &mut self.logits[..nc], temperature)
                 .map_err(|e| Error::frame(index, e))?;
         }
         let top = self.top(&self.logits[..nc]);
@@ -518,9 +529,10 @@ impl Session {
             for (j, &(at, index, preprocess_ms)) in chunk.iter().enumerate() {
                 // In frame order: each frame enters the TDA caches before the next is scored.
                 let adapted = match (&scored, &mut self.tda) {
-                    (Ok(()), Some(t)) => t.adapt(
+                    (Ok(()), Some(t)) => t.adapt_at(
                         &self.features[(start + j) * dim..(start + j + 1) * dim],
                         &mut self.logits[j * nc..(j + 1) * nc],
+                        self.classifier.temperature().unwrap_or(1.0),
                     ),
                     _ => Ok(()),
                 };

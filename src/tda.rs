@@ -22,6 +22,10 @@
 //! stable sort). tests/tda.rs checks logits and cache contents, eviction order included,
 //! against a re-implementation of the official update (models/make_tda_refs.py).
 //!
+//! A head with a fitted temperature T is adapted on its calibrated logits `logits / T`
+//! ([`Tda::adapt_at`], what [`crate::session::Session`] does), so the official settings mean the
+//! same for an image-only model's cache logits as for CLIP's zero-shot ones.
+//!
 //! Memory is fixed when the caches are made (`classes × capacity × (dim + classes)` floats),
 //! and a frame allocates nothing. [`Tda::reset`] empties both caches (a new batch, a new
 //! product on the line); a frame whose base logits are not all finite is left as it is and
@@ -264,6 +268,32 @@ impl Tda {
             .map(move |&s| c.frame[class * cap + s as usize])
     }
 
+    /// [`Tda::adapt`] on the calibrated logits `logits / temperature`, scaled back: so the
+    /// caches' entropies and their terms' size are those of the head's calibrated
+    /// probabilities, whatever its logits' scale. The official settings assume CLIP's zero-shot
+    /// logits (`100 · cos`, calibrated as they are: temperature 1); a head whose logits live on
+    /// another scale — the cache-only logits of an image-only model differ by 10⁻⁴ — would
+    /// otherwise see every frame as maximally uncertain and be swamped by the caches' terms.
+    pub fn adapt_at(
+        &mut self,
+        feature: &[f32],
+        logits: &mut [f32],
+        temperature: f32,
+    ) -> Result<()> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(Error::Invalid(format!(
+                "TDA: the temperature must be a positive number, not {temperature}"
+            )));
+        }
+        if temperature == 1.0 {
+            return self.adapt(feature, logits);
+        }
+        logits.iter_mut().for_each(|l| *l /= temperature);
+        let adapted = self.adapt(feature, logits);
+        logits.iter_mut().for_each(|l| *l *= temperature);
+        adapted
+    }
+
     /// Adapts one frame: `feature` (unit norm, `dim`) and `logits` (the head's, `n_classes`)
     /// update the caches, then `logits` get the caches' terms (in place). Allocation-free.
     pub fn adapt(&mut self, feature: &[f32], logits: &mut [f32]) -> Result<()> {
@@ -358,6 +388,28 @@ mod tests {
         assert_eq!(t.cached_frames(false, 1).count(), 0);
         t.reset();
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn at_a_temperature_the_calibrated_logits_are_adapted() {
+        let mut a = Tda::new(TdaConfig::default(), 4, 3).unwrap();
+        let mut b = a.clone();
+        let t = 1e-3f32;
+        for i in 0..6 {
+            let base = [3e-3 * (i % 3) as f32, 1e-3, 2e-3];
+            let mut x = base;
+            a.adapt_at(&unit(4, i), &mut x, t).unwrap();
+            let mut y = base.map(|l| l / t);
+            b.adapt(&unit(4, i), &mut y).unwrap();
+            for (x, y) in x.iter().zip(y) {
+                assert!(
+                    (x - y * t).abs() <= 1e-6 * (y * t).abs().max(1e-3),
+                    "{x} {y}"
+                );
+            }
+        }
+        assert_eq!(a.len(), b.len());
+        assert!(a.adapt_at(&unit(4, 0), &mut [0.0; 3], 0.0).is_err());
     }
 
     #[test]
