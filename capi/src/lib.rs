@@ -448,21 +448,12 @@ fn session_mut<'a>(s: *mut tipedge_session) -> Result<&'a mut tipedge_session, F
 }
 
 fn format_of(code: u32) -> Result<PixelFormat, Failure> {
-    Ok(match code {
-        0 => PixelFormat::Rgb24,
-        1 => PixelFormat::Bgr24,
-        2 => PixelFormat::Rgba,
-        3 => PixelFormat::Gray8,
-        4 => PixelFormat::Yuyv,
-        5 => PixelFormat::Nv12,
-        6 => PixelFormat::I420,
-        7 => PixelFormat::Jpeg,
-        c => {
-            return Err(fail(
-                tipedge_status::TIPEDGE_STATUS_INVALID_ARGUMENT,
-                format!("unknown pixel format code {c} (0..=7: see tipedge_format)"),
-            ))
-        }
+    // `tipedge_format`'s values are the indices of `PixelFormat::ALL` (a test checks it).
+    PixelFormat::ALL.get(code as usize).copied().ok_or_else(|| {
+        fail(
+            tipedge_status::TIPEDGE_STATUS_INVALID_ARGUMENT,
+            format!("unknown pixel format code {code} (0..=7: see tipedge_format)"),
+        )
     })
 }
 
@@ -676,4 +667,32 @@ pub unsafe extern "C" fn tipedge_classifier_free(
         drop(unsafe { Box::from_raw(classifier) });
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_codes_are_the_library_formats_in_order() {
+        use tipedge_format::*;
+        let codes = [
+            (TIPEDGE_FORMAT_RGB24, "rgb24"),
+            (TIPEDGE_FORMAT_BGR24, "bgr24"),
+            (TIPEDGE_FORMAT_RGBA, "rgba"),
+            (TIPEDGE_FORMAT_GRAY8, "gray"),
+            (TIPEDGE_FORMAT_YUYV422, "yuyv422"),
+            (TIPEDGE_FORMAT_NV12, "nv12"),
+            (TIPEDGE_FORMAT_YUV420P, "yuv420p"),
+            (TIPEDGE_FORMAT_JPEG, "mjpeg"),
+        ];
+        assert_eq!(codes.len(), PixelFormat::ALL.len());
+        for (code, name) in codes {
+            assert_eq!(
+                format_of(code as u32).ok().map(PixelFormat::name),
+                Some(name)
+            );
+        }
+        assert!(format_of(8).is_err());
+    }
 }

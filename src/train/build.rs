@@ -74,15 +74,27 @@ pub fn build_from_shots(
     options: &BuildOptions,
     progress: &mut dyn Progress,
 ) -> Result<Built> {
-    let w = text_classifier(
+    let w = shots_classifier(encoder, model, shots, options, progress)?;
+    build_with_classifier(encoder, shots, options, w, progress)
+}
+
+/// CLIP's zero-shot W for the classes of `shots` with `options`' templates (`None` for an
+/// image-only backbone): it depends on neither the keys nor their recipe.
+pub fn shots_classifier(
+    encoder: &ImageEncoder,
+    model: &ModelPaths,
+    shots: &LabelledSet,
+    options: &BuildOptions,
+    progress: &mut dyn Progress,
+) -> Result<Option<Vec<f32>>> {
+    text_classifier(
         encoder,
         model,
         &shots.class_names(),
         &options.templates,
         &options.run,
         progress,
-    )?;
-    build_with_classifier(encoder, shots, options, w, progress)
+    )
 }
 
 /// [`build_from_shots`] with the zero-shot classifier W already made (`None` for an image-only

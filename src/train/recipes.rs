@@ -10,12 +10,11 @@ use crate::encoder::{ImageEncoder, ModelPaths};
 use crate::error::{Error, Result};
 use crate::preprocess::augment::Augmentation;
 use crate::progress::Progress;
-use crate::train::build::{build_with_classifier, BuildOptions, Built};
+use crate::train::build::{build_with_classifier, shots_classifier, BuildOptions, Built};
 use crate::train::features::EncodedSplit;
 use crate::train::keys::KeyRecipe;
 use crate::train::search::Grid;
 use crate::train::tune::tune_model;
-use crate::zeroshot::text_classifier;
 
 /// A key recipe `cache build` can be asked for by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,14 +136,7 @@ pub fn choose_recipe(
     }
     let epochs = options.recipe.augment_epochs.max(1);
     // W depends on the class names and templates, not on the recipe: made once.
-    let w = text_classifier(
-        encoder,
-        model,
-        &shots.class_names(),
-        &options.templates,
-        &options.run,
-        progress,
-    )?;
+    let w = shots_classifier(encoder, model, shots, options, progress)?;
     let mut best: Option<(f64, RecipeName, Built)> = None;
     let mut scores = Vec::with_capacity(candidates.len());
     for &name in candidates {
