@@ -697,19 +697,30 @@ fn raw_frames_allocate_nothing_after_warm_up() {
 /// What a frame of this geometry needs, computed independently in u128: `None` if invalid.
 fn oracle(format: PixelFormat, w: u32, h: u32, stride: usize) -> Option<u128> {
     let (w, h, stride) = (u128::from(w), u128::from(h), stride as u128);
-    let (bpp, even_w, even_h, chroma) = match format {
-        PixelFormat::Rgb24 | PixelFormat::Bgr24 => (3, false, false, 0),
-        PixelFormat::Rgba => (4, false, false, 0),
-        PixelFormat::Gray8 => (1, false, false, 0),
-        PixelFormat::Yuyv => (2, true, false, 0),
-        PixelFormat::Nv12 => (1, true, true, stride * (h / 2)),
-        PixelFormat::I420 => (1, true, true, 2 * (stride / 2) * (h / 2)),
+    let (bpp, even_w, even_h) = match format {
+        PixelFormat::Rgb24 | PixelFormat::Bgr24 => (3, false, false),
+        PixelFormat::Rgba => (4, false, false),
+        PixelFormat::Gray8 | PixelFormat::Nv12 | PixelFormat::I420 => (1, false, false),
+        PixelFormat::Yuyv => (2, true, false),
         PixelFormat::Jpeg => unreachable!(),
     };
+    let yuv420 = matches!(format, PixelFormat::Nv12 | PixelFormat::I420);
+    let (even_w, even_h) = (even_w || yuv420, even_h || yuv420);
     let ok =
         w > 0 && h > 0 && !(even_w && w % 2 == 1) && !(even_h && h % 2 == 1) && stride >= w * bpp;
-    let needed = stride * h + chroma;
-    (ok && needed <= usize::MAX as u128).then_some(needed)
+    if !ok {
+        return None;
+    }
+    // Every plane's rows `stride` apart (I420's chroma `stride / 2`); the last row of the last
+    // plane ends at its pixels.
+    let needed = match format {
+        PixelFormat::Nv12 => stride * h + (h / 2 - 1) * stride + w,
+        PixelFormat::I420 => {
+            stride * h + (stride / 2) * (h / 2) + (h / 2 - 1) * (stride / 2) + w / 2
+        }
+        _ => (h - 1) * stride + w * bpp,
+    };
+    (needed <= usize::MAX as u128).then_some(needed)
 }
 
 fn raw_format() -> impl Strategy<Value = PixelFormat> {

@@ -211,7 +211,8 @@ fn megapixels(width: u32, height: u32) -> f64 {
 /// With `stride` the tight row size this is exactly what `ffmpeg -f rawvideo -pix_fmt
 /// rgb24|bgr24|rgba|gray|yuyv422|nv12|yuv420p -` writes. NV12 and I420 need an even width and
 /// height, YUYV an even width. The buffer may be longer than the frame; the rest is ignored.
-/// YUV frames are converted with their [`Colorimetry`] (BT.601 limited range unless told).
+/// It may also stop where the last row's pixels end, without that row's padding (a crop of a
+/// larger image: a strided numpy view, a GStreamer video region). YUV frames are converted with their [`Colorimetry`] (BT.601 limited range unless told).
 ///
 /// JPEG frames ([`FrameRef::jpeg`]) carry encoded bytes; their size is known after decoding
 /// and `width()`, `height()` and `stride()` are 0.
@@ -427,7 +428,7 @@ fn geometry(
             row_bytes,
         });
     }
-    frame_bytes(format, stride, height).ok_or(overflow)
+    frame_bytes(format, row_bytes, stride, height).ok_or(overflow)
 }
 
 /// The tightest stride of a format: `width` × bytes per pixel.
@@ -444,15 +445,23 @@ fn packed_stride(format: PixelFormat, width: u32, height: u32) -> Result<usize, 
 }
 
 /// Bytes a frame occupies: the first plane, plus the chroma planes of NV12 and I420.
-fn frame_bytes(format: PixelFormat, stride: usize, height: u32) -> Option<usize> {
+fn frame_bytes(format: PixelFormat, row_bytes: usize, stride: usize, height: u32) -> Option<usize> {
     let h = usize::try_from(height).ok()?;
-    let luma = stride.checked_mul(h)?;
-    let chroma = match format {
-        PixelFormat::Nv12 => stride.checked_mul(h / 2)?,
-        PixelFormat::I420 => (stride / 2).checked_mul(h / 2)?.checked_mul(2)?,
-        _ => 0,
+    // A plane's last row needs its pixels, not the padding after them: a crop of a larger
+    // buffer (numpy's strided view, a GStreamer region) ends where its last row's pixels end.
+    let plane = |rows: usize, stride: usize, row: usize| {
+        rows.checked_sub(1)?.checked_mul(stride)?.checked_add(row)
     };
-    luma.checked_add(chroma)
+    match format {
+        PixelFormat::Nv12 => stride
+            .checked_mul(h)?
+            .checked_add(plane(h / 2, stride, row_bytes)?),
+        PixelFormat::I420 => stride
+            .checked_mul(h)?
+            .checked_add((stride / 2).checked_mul(h / 2)?)?
+            .checked_add(plane(h / 2, stride / 2, row_bytes / 2)?),
+        _ => plane(h, stride, row_bytes),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -595,10 +604,26 @@ mod tests {
 
     #[test]
     fn plane_sizes() {
-        assert_eq!(frame_bytes(PixelFormat::Nv12, 640, 480), Some(460_800));
-        assert_eq!(frame_bytes(PixelFormat::I420, 640, 480), Some(460_800));
-        assert_eq!(frame_bytes(PixelFormat::Yuyv, 1280, 480), Some(614_400));
-        assert_eq!(frame_bytes(PixelFormat::Rgb24, usize::MAX, 2), None);
+        assert_eq!(frame_bytes(PixelFormat::Nv12, 640, 640, 480), Some(460_800));
+        assert_eq!(frame_bytes(PixelFormat::I420, 640, 640, 480), Some(460_800));
+        assert_eq!(
+            frame_bytes(PixelFormat::Yuyv, 1280, 1280, 480),
+            Some(614_400)
+        );
+        assert_eq!(frame_bytes(PixelFormat::Rgb24, 3, usize::MAX, 2), None);
+        // Strided: the last row ends at its pixels.
+        assert_eq!(
+            frame_bytes(PixelFormat::Rgb24, 300, 400, 10),
+            Some(9 * 400 + 300)
+        );
+        assert_eq!(
+            frame_bytes(PixelFormat::Nv12, 100, 128, 10),
+            Some(10 * 128 + 4 * 128 + 100)
+        );
+        assert_eq!(
+            frame_bytes(PixelFormat::I420, 100, 128, 10),
+            Some(10 * 128 + 5 * 64 + 4 * 64 + 50)
+        );
     }
 
     #[test]
