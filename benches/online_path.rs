@@ -19,13 +19,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod support;
+
 use criterion::{black_box, criterion_group, Criterion, Throughput};
 use image::codecs::jpeg::JpegEncoder;
 use image::RgbImage;
+use support::values;
 use tipedge::adapter::{top_k, AdapterParams};
 use tipedge::classifier::Classifier;
 use tipedge::encoder::{ImageEncoder, RunOptions};
-use tipedge::kernel::{l2_normalize_rows, KeyDtype};
+use tipedge::kernel::l2_normalize_rows;
 use tipedge::pack::{EncoderId, PackDraft, Provenance};
 use tipedge::preprocess::{
     decode_rgb_bytes, load_rgb, DecodeLimits, FrameRef, PixelFormat, Preprocessor,
@@ -36,17 +39,6 @@ fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models/fixtures")
         .join(rel)
-}
-
-/// Pseudo-random values in (−0.5, 0.5).
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        })
-        .collect()
 }
 
 /// BT.601 limited range with 8-bit integer weights; chroma from the top-left pixel of each
@@ -118,21 +110,7 @@ fn session() -> Session {
         )
         .unwrap(),
     );
-    let dim = encoder.dim();
-    let mut draft = PackDraft::from_f32_keys(
-        dim,
-        values(48 * dim, 7),
-        (0..48).map(|i| i / 16).collect(),
-        ["nominal", "global defect", "local defect"]
-            .map(String::from)
-            .to_vec(),
-        None,
-        AdapterParams::default(),
-        encoder.id().clone(),
-        Provenance::default(),
-    )
-    .unwrap();
-    draft.convert_keys(KeyDtype::I8).unwrap();
+    let draft = support::textile_sized_draft(&encoder);
     let classifier = Arc::new(Classifier::from_draft(draft));
     Session::new(encoder, classifier, SessionOptions::default()).unwrap()
 }
