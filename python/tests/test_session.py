@@ -111,6 +111,13 @@ def test_bad_arrays_are_clear_value_errors_and_the_session_goes_on(session):
 def test_open_errors_and_swap(model, pack, pack2, tmp_path):
     with pytest.raises(tipedge.OpenError, match="missing.pack"):
         tipedge.Session(model, pack=tmp_path / "missing.pack")
+    # A path that is not UTF-8 (os.fsdecode's surrogates) is still a path: opened, or named.
+    import os
+
+    with pytest.raises(tipedge.OpenError, match="cannot open"):
+        tipedge.Session(model, pack=os.fsdecode(bytes(tmp_path) + b"/\xff\xfe.pack"))
+    with pytest.raises(TypeError):
+        tipedge.Session(model, pack=42)
     with pytest.raises(ValueError, match="exactly one of"):
         tipedge.Session(model)
     with pytest.raises(ValueError, match="top-k"):
