@@ -8,7 +8,8 @@
 #   capi/install.sh [PREFIX] [--target TRIPLE]   (extra arguments go to cargo build)
 # With --target (e.g. aarch64-unknown-linux-gnu, after cross/build.sh's prerequisites) the
 # libraries are the cross-built ones. PROFILE=dev installs the test profile's build instead of
-# the release one (CI: no second build of tract).
+# the release one (CI: no second build of tract). CARGO_CMD replaces `cargo` (cross/build.sh:
+# "cargo --config cross/config.toml"); STRIP the strip tool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=/usr/local
@@ -22,7 +23,7 @@ args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     [[ ${args[i]} == --target ]] && out=$target_dir/${args[i + 1]}/$dir
 done
-cargo build --profile "$profile" -p tipedge-capi "$@"
+${CARGO_CMD:-cargo} build --profile "$profile" -p tipedge-capi "$@"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' capi/Cargo.toml | head -1)
 mkdir -p "$PREFIX/include" "$PREFIX/lib/pkgconfig" "$PREFIX/lib/cmake/tipedge"
 install -m 0644 capi/include/tipedge.h "$PREFIX/include/tipedge.h"
