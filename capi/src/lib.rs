@@ -404,9 +404,9 @@ pub unsafe extern "C" fn tipedge_session_open_state(
         let dir = path_arg(state_dir, "state directory")?;
         let (options, run) = session_options(options)?;
         let encoder = load_encoder(&model, &run)?;
-        let state = StateDir::open(&dir).map_err(open_failed)?;
-        let (_, pack) = state.active_pack().map_err(open_failed)?;
-        let classifier = Classifier::from_pack(Arc::new(pack));
+        let classifier = StateDir::open(&dir)
+            .and_then(|state| state.active_classifier())
+            .map_err(open_failed)?;
         let session = Session::new(encoder, Arc::new(classifier), options).map_err(open_failed)?;
         finish_open(session, out)
     })

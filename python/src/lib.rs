@@ -65,6 +65,7 @@ struct RawFrame {
     len: usize,
     width: u32,
     height: u32,
+    /// Bytes from one row to the next; 0: packed rows (`FrameRef::packed`).
     stride: usize,
     format: PixelFormat,
 }
@@ -76,11 +77,12 @@ impl RawFrame {
     unsafe fn frame<'a>(self) -> Result<FrameRef<'a>, String> {
         // SAFETY: `ptr`/`len` describe the span of a live array (see `frame_arg`).
         let bytes = unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) };
-        if self.format == PixelFormat::Jpeg {
-            return Ok(FrameRef::jpeg(bytes));
+        match (self.format, self.stride) {
+            (PixelFormat::Jpeg, _) => Ok(FrameRef::jpeg(bytes)),
+            (_, 0) => FrameRef::packed(bytes, self.width, self.height, self.format),
+            (_, stride) => FrameRef::new(bytes, self.width, self.height, stride, self.format),
         }
-        FrameRef::new(bytes, self.width, self.height, self.stride, self.format)
-            .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -126,81 +128,77 @@ fn frame_arg(
     format: PixelFormat,
     size: Option<(u32, u32)>,
 ) -> Result<RawFrame, String> {
-    let bad = |reason: String| reason;
     if let Ok(b) = obj.cast::<PyBytes>() {
         let bytes = b.as_bytes();
         return raw_1d(bytes.as_ptr() as usize, bytes.len(), format, size);
     }
     let Ok(any) = obj.cast::<numpy::PyUntypedArray>() else {
-        return Err(bad(format!(
+        return Err(format!(
             "expected a numpy.ndarray of uint8 (or bytes), not {}",
             obj.get_type()
                 .name()
                 .map(|n| n.to_string())
                 .unwrap_or_else(|_| "another type".into())
-        )));
+        ));
     };
-    let dtype = any.dtype();
     let Ok(array) = obj.cast::<PyArrayDyn<u8>>() else {
-        return Err(bad(format!("dtype {dtype}, expected uint8")));
+        return Err(format!("dtype {}, expected uint8", any.dtype()));
     };
-    let shape = array.shape().to_vec();
-    let strides = array.strides().to_vec();
+    let shape = array.shape();
+    let strides = array.strides();
     let ptr = array.data() as usize;
     if shape.contains(&0) {
-        return Err(bad(format!("empty array of shape {shape:?}")));
+        return Err(format!("empty array of shape {shape:?}"));
     }
     if shape.len() == 1 {
         if strides[0] != 1 {
-            return Err(bad(
-                "a 1-D frame must be contiguous (numpy.ascontiguousarray)".into(),
-            ));
+            return Err("a 1-D frame must be contiguous (numpy.ascontiguousarray)".into());
         }
         return raw_1d(ptr, shape[0], format, size);
     }
     if format == PixelFormat::Jpeg {
-        return Err(bad(format!(
+        return Err(format!(
             "a JPEG frame is 1-D (its encoded bytes), not of shape {shape:?}"
-        )));
-    }
-    if size.is_some() {
-        return Err(bad(
-            "width= and height= are for 1-D buffers; a 2-D or 3-D array has its own shape".into(),
         ));
     }
+    if size.is_some() {
+        return Err(
+            "width= and height= are for 1-D buffers; a 2-D or 3-D array has its own shape".into(),
+        );
+    }
     let shape_err = || {
-        bad(format!(
+        format!(
             "shape {shape:?} does not fit {} (expected {})",
             format.name(),
             expected_shape(format)
-        ))
+        )
     };
     // (rows, width in pixels, bytes per row of pixels)
-    let (rows, width, row_bytes) = match (channels(format), shape.as_slice()) {
+    let (rows, width, row_bytes) = match (channels(format), shape) {
         (Some(c), &[h, w, c2]) if c2 == c => {
             if strides[2] != 1 || strides[1] != c as isize {
-                return Err(bad(format!(
+                return Err(format!(
                     "the pixels of a row must be contiguous (strides {strides:?}); \
                      use numpy.ascontiguousarray"
-                )));
+                ));
             }
             (h, w, w * c)
         }
         (Some(1), &[h, w]) => {
             if strides[1] != 1 {
-                return Err(bad(format!(
+                return Err(format!(
                     "the pixels of a row must be contiguous (strides {strides:?}); \
                      use numpy.ascontiguousarray"
-                )));
+                ));
             }
             (h, w, w)
         }
         (None, &[r, w]) => {
             if strides[1] != 1 {
-                return Err(bad(format!(
+                return Err(format!(
                     "the bytes of a row must be contiguous (strides {strides:?}); \
                      use numpy.ascontiguousarray"
-                )));
+                ));
             }
             if r % 3 != 0 {
                 return Err(shape_err());
@@ -211,10 +209,10 @@ fn frame_arg(
     };
     let stride = strides[0];
     if stride < row_bytes as isize {
-        return Err(bad(format!(
+        return Err(format!(
             "row stride {stride} bytes is smaller than a row ({row_bytes} bytes): \
              rows must not overlap or run backwards"
-        )));
+        ));
     }
     let stride = stride as usize;
     let height = match format {
@@ -251,24 +249,12 @@ fn raw_1d(
             ))
         }
     };
-    let stride = match format {
-        PixelFormat::Jpeg => 0,
-        _ => format
-            .packed_len(width, 1)
-            .and_then(Result::ok)
-            .unwrap_or(width as usize),
-    };
-    // The tight row: bytes per pixel × width (for the YUV 4:2:0 formats, the Y row).
-    let stride = match format {
-        PixelFormat::Nv12 | PixelFormat::I420 => width as usize,
-        _ => stride,
-    };
     Ok(RawFrame {
         ptr,
         len,
         width,
         height,
-        stride,
+        stride: 0,
         format,
     })
 }
@@ -460,11 +446,9 @@ impl Session {
             let encoder = Arc::new(ImageEncoder::load(&paths.image, &run).map_err(open_error)?);
             let classifier = match source {
                 Ok(pack) => Classifier::open(&pack, &encoder.expect()).map_err(open_error)?,
-                Err(dir) => {
-                    let state = StateDir::open(&dir).map_err(open_error)?;
-                    let (_, pack) = state.active_pack().map_err(open_error)?;
-                    Classifier::from_pack(Arc::new(pack))
-                }
+                Err(dir) => StateDir::open(&dir)
+                    .and_then(|state| state.active_classifier())
+                    .map_err(open_error)?,
             };
             Inner::new(encoder, Arc::new(classifier), options)
                 .map_err(|e| PyValueError::new_err(e.to_string()))

@@ -188,3 +188,16 @@ def test_one_session_shared_by_two_python_threads(model, pack):
         t.join(timeout=300)
     assert not any(t.is_alive() for t in threads), "deadlocked"
     assert sorted(got) == list(range(12))
+
+
+def test_a_session_on_a_device_state_directory(model, pack, tmp_path):
+    """state_dir= opens the flashed (active) pack; predictions carry its slot label, as
+    `tipedge stream --state` prints them."""
+    state = tmp_path / "state"
+    with pytest.raises(tipedge.OpenError):
+        tipedge.Session(model, state_dir=state)
+    run_cli("flash", "--state", str(state), "--model", str(model), str(pack))
+    s = tipedge.Session(model, state_dir=state)
+    p = s.classify(np.zeros((64, 64, 3), np.uint8))
+    assert p.pack is not None and p.pack.startswith("a:"), p.pack
+    assert p.to_dict()["pack"] == p.pack

@@ -250,12 +250,8 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
         (Some(pack), _) => (Classifier::open(pack, &encoder.expect())?, None),
         (None, Some(dir)) => {
             let state = StateDir::open(dir)?;
-            let slot = state
-                .active()?
-                .ok_or_else(|| anyhow::anyhow!("{}: nothing flashed yet", dir.display()))?;
-            let pack = state.open_slot(slot)?;
-            let label = state.label(slot, &pack);
-            let c = Classifier::from_pack(Arc::new(pack)).with_label(&label);
+            let c = state.active_classifier()?;
+            let label = c.label().unwrap_or_default().to_string();
             (c, Some((state, label)))
         }
         (None, None) => unreachable!("clap requires --pack or --state"),

@@ -22,9 +22,11 @@ pub mod enrol;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::classifier::Classifier;
 use crate::encoder::ImageEncoder;
 use crate::error::{io_reason, Error, Result};
 use crate::pack::{write_atomically, Expect, Pack};
@@ -307,6 +309,14 @@ impl StateDir {
         format!("{}:{}", slot.name(), &sha256_hex(pack.as_bytes())[..12])
     }
 
+    /// The active pack, verified, as a classifier labelled with [`StateDir::label`]: what a
+    /// session on this device runs (`tipedge stream --state`, the bindings, the hot swap).
+    pub fn active_classifier(&self) -> Result<Classifier> {
+        let (slot, pack) = self.active_pack()?;
+        let label = self.label(slot, &pack);
+        Ok(Classifier::from_pack(Arc::new(pack)).with_label(&label))
+    }
+
     /// Flashes `source` (see the module documentation); `now` is the flash time, Unix seconds.
     pub fn flash(&self, source: &Path, now: i64) -> Result<FlashReport> {
         let bytes = fs::read(source).map_err(|e| Error::pack(source, io_reason(&e)))?;
@@ -502,8 +512,8 @@ pub fn follow_active(
     state: StateDir,
     current: String,
     swapper: Swapper,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    hup: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    hup: Arc<std::sync::atomic::AtomicBool>,
     note: impl Fn(&str) + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>> {
     use notify::Watcher;
@@ -547,20 +557,13 @@ pub fn follow_active(
                     continue;
                 }
                 seen = signature;
-                let next = state.active().and_then(|slot| match slot {
-                    Some(slot) => state.open_slot(slot).map(|p| (slot, p)),
-                    None => Err(state_err(&state.root, "no active pack")),
-                });
-                match next {
-                    Ok((slot, pack)) => {
-                        let label = state.label(slot, &pack);
+                match state.active_classifier() {
+                    Ok(classifier) => {
+                        let label = classifier.label().unwrap_or_default().to_string();
                         if label == current {
                             continue;
                         }
-                        let classifier =
-                            crate::classifier::Classifier::from_pack(std::sync::Arc::new(pack))
-                                .with_label(&label);
-                        match swapper.swap(std::sync::Arc::new(classifier)) {
+                        match swapper.swap(Arc::new(classifier)) {
                             Ok(()) => {
                                 note(&format!(
                                     "{}: now using pack {label} (was {current})",
