@@ -384,6 +384,12 @@ pub struct KernelBenchRecord {
     pub read_bandwidth_gbps: f64,
     pub bandwidth_ratio: f64,
     pub runs: usize,
+    /// The dot-product instruction's rate on this core (null where not probed).
+    pub macs_per_ns: Option<f64>,
+    /// ns per key per query at the read bandwidth / at the instruction's rate, and the larger.
+    pub memory_floor_ns: f64,
+    pub compute_floor_ns: Option<f64>,
+    pub floor_ns: f64,
 }
 
 impl KernelBenchRecord {
@@ -403,6 +409,10 @@ impl KernelBenchRecord {
             read_bandwidth_gbps: r.read_bandwidth_gbps,
             bandwidth_ratio: r.bandwidth_ratio(),
             runs: r.runs,
+            macs_per_ns: r.macs_per_ns,
+            memory_floor_ns: r.memory_floor_ns(),
+            compute_floor_ns: r.compute_floor_ns(),
+            floor_ns: r.floor_ns(),
         }
     }
 }

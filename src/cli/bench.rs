@@ -280,6 +280,18 @@ fn kernel(args: KernelArgs) -> anyhow::Result<i32> {
             r.read_bandwidth_gbps,
             100.0 * r.bandwidth_ratio()
         );
+        let compute = match (r.compute_floor_ns(), r.macs_per_ns) {
+            (Some(f), Some(rate)) => format!("{f:.2} ns ({rate:.0} MACs/ns, same run)"),
+            _ => "not probed on this ISA".to_string(),
+        };
+        println!(
+            "  floors per key per query: memory {:.2} ns (read bandwidth, batch {}), compute {}: \
+             the kernel takes {:.1}× the larger",
+            r.memory_floor_ns(),
+            r.batch,
+            compute,
+            r.ns_per_key / r.floor_ns()
+        );
     }
     Ok(EXIT_OK)
 }

@@ -11,7 +11,9 @@
 //!   loop the compiler vectorises), each thread reading its share as four streams side by
 //!   side, which one core reads faster than one stream (see `Streams` in the kernel module).
 //!
-//! Both report the median of the timed passes after one warm-up pass. By default the keys
+//! Both report the median of the timed passes after one warm-up pass. After them, a probe of the
+//! kernel's dot-product instruction (x86_64) gives the compute floor; with the bandwidth, the
+//! memory floor ([`BenchResult::floor_ns`]). By default the keys
 //! occupy at least [`DEFAULT_KEY_BYTES`] (64 MiB), twice a 32 MB L3, so every pass reads them
 //! from DRAM. (The reference point, C = 512 and N = 16,384, is 8.5 MB of int8 keys,
 //! which fits in such an L3: pass `n` to measure it.)
@@ -96,6 +98,10 @@ pub struct BenchResult {
     pub read_bandwidth_gbps: f64,
     /// Timed passes behind each median.
     pub runs: usize,
+    /// Multiply-accumulates per nanosecond of the kernel's dot-product instruction on this core,
+    /// same run (`vpdpwssd` for int8 keys on AVX-512 VNNI, …; see `x86_64/peak.rs`); `None`
+    /// where no probe exists (aarch64, scalar).
+    pub macs_per_ns: Option<f64>,
 }
 
 impl BenchResult {
@@ -103,6 +109,24 @@ impl BenchResult {
     /// machine's read bandwidth (1.0 = at the limit).
     pub fn bandwidth_ratio(&self) -> f64 {
         self.gbps / self.read_bandwidth_gbps
+    }
+
+    /// The memory floor, ns per key per query: one key's bytes at the measured read bandwidth,
+    /// shared by the batch's queries.
+    pub fn memory_floor_ns(&self) -> f64 {
+        self.key_bytes as f64 / self.n as f64 / self.read_bandwidth_gbps / self.batch as f64
+    }
+
+    /// The compute floor, ns per key per query: `dim` multiply-accumulates at the probe's rate.
+    pub fn compute_floor_ns(&self) -> Option<f64> {
+        self.macs_per_ns.map(|r| self.dim as f64 / r)
+    }
+
+    /// The larger floor: the least time per key per query this machine allows.
+    pub fn floor_ns(&self) -> f64 {
+        self.compute_floor_ns()
+            .unwrap_or(0.0)
+            .max(self.memory_floor_ns())
     }
 }
 
@@ -188,6 +212,17 @@ fn split(n: usize, class_size: usize, threads: usize) -> Vec<Part> {
             }
         })
         .collect()
+}
+
+/// The dot-product probe for `isa`'s `dtype` tile, where this build has one.
+fn macs_per_ns(isa: Isa, dtype: KeyDtype) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    return super::x86_64::macs_per_ns(isa, dtype != KeyDtype::I8);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, dtype);
+        None
+    }
 }
 
 /// Sum of `bytes` (the bandwidth probe), with the widest loads available, read as [`STREAMS`]
@@ -321,6 +356,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, KernelError> {
         kernel_ns.push((t2 - t1).as_nanos() as f64);
     }
     let runs = kernel_ns.len();
+    let macs_per_ns = macs_per_ns(kernel.isa(), cfg.dtype);
     let median_ns = median(&mut kernel_ns);
     let probe_median = median(&mut probe_ns);
     Ok(BenchResult {
@@ -336,6 +372,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, KernelError> {
         gbps: key_bytes as f64 / median_ns,
         read_bandwidth_gbps: key_bytes as f64 / probe_median,
         runs,
+        macs_per_ns,
     })
 }
 
@@ -370,6 +407,9 @@ mod tests {
         assert_eq!(r.threads, 2);
         assert!(r.median_ns > 0.0 && r.gbps > 0.0 && r.read_bandwidth_gbps > 0.0);
         assert!((r.ns_per_key - r.median_ns / 600.0).abs() < 1e-9);
+        let memory = 37.0 / r.read_bandwidth_gbps / 3.0;
+        assert!((r.memory_floor_ns() - memory).abs() < 1e-9 * memory);
+        assert!(r.floor_ns() >= memory);
     }
 
     #[test]

@@ -5,6 +5,9 @@
 mod avx2;
 mod avx512;
 mod generic;
+mod peak;
+
+pub(crate) use peak::macs_per_ns;
 
 use super::{Isa, Ops};
 
