@@ -38,6 +38,12 @@ pub struct EncoderBenchRecord {
     pub precision: &'static str,
     pub batch: usize,
     pub load_ms: f64,
+    /// The compiled form the graph was loaded from (`tipedge compile`); null for the ONNX graph.
+    pub compiled: Option<PathBuf>,
+    /// Peak resident memory of the process when loading ended (the load's peak), and its
+    /// resident memory then (what the loaded encoder holds, plus the process itself).
+    pub load_peak_rss_mib: Option<f64>,
+    pub rss_after_load_mib: Option<f64>,
     pub median_ms: f64,
     pub p10_ms: f64,
     pub p90_ms: f64,
@@ -78,8 +84,17 @@ impl Percentiles {
 
 /// Peak resident set size (VmHWM) of this process, Linux only.
 pub fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// Resident set size (VmRSS) of this process now, Linux only.
+pub fn rss_mib() -> Option<f64> {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -94,6 +109,7 @@ pub fn bench_encoder(
     let t0 = Instant::now();
     let enc = ImageEncoder::load(b.image, &b.run)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let (load_peak_rss_mib, rss_after_load_mib) = (peak_rss_mib(), rss_mib());
     on_load(&enc);
     let n = enc.batch();
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -152,6 +168,9 @@ pub fn bench_encoder(
         precision: b.run.precision.name(),
         batch: n,
         load_ms,
+        compiled: enc.compiled_from().map(Path::to_path_buf),
+        load_peak_rss_mib,
+        rss_after_load_mib,
         median_ms: encode.median,
         p10_ms: encode.p10,
         p90_ms: encode.p90,

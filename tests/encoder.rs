@@ -249,3 +249,157 @@ fn int8_graphs_match_onnxruntime_and_stay_close_to_f32() {
         );
     }
 }
+
+/// A copy of fixture model folder `name` in a temporary directory (`tipedge compile` writes
+/// beside the graphs).
+fn model_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = common::fixture(name);
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let path = dir.path().to_path_buf();
+    (dir, path)
+}
+
+#[test]
+fn compiled_graphs_load_instead_of_onnx_and_compute_the_same_bits() {
+    let x = reference_inputs("clip");
+    let tokens: Vec<i64> = (0..77)
+        .map(|i| if i < 5 { 49406 + i % 2 } else { 0 })
+        .collect();
+    for (name, precision, text) in [
+        ("clip-tiny", Precision::F32, true),
+        ("clip-tiny", Precision::F16, true),
+        ("clip-tiny-int8", Precision::F32, false),
+    ] {
+        let (_tmp, dir) = model_copy(name);
+        let opts = RunOptions {
+            precision,
+            ..RunOptions::default()
+        };
+        let image = dir.join("image.onnx");
+        let onnx = ImageEncoder::load(&image, &opts).unwrap();
+        assert!(onnx.compiled_from().is_none() && onnx.load_note().is_none());
+        let want = onnx.encode(&x, 3).unwrap();
+
+        let done = tipedge::encoder::compile(&dir, &opts, |_| {}).unwrap();
+        assert_eq!(
+            done.len(),
+            1 + text as usize,
+            "{name}: one compiled form per graph"
+        );
+        let compiled = ImageEncoder::load(&image, &opts).unwrap();
+        assert_eq!(
+            compiled.compiled_from(),
+            Some(done[0].path.as_path()),
+            "{name} {precision:?}: {:?}",
+            compiled.load_note()
+        );
+        assert_eq!(compiled.fingerprint(), onnx.fingerprint());
+        assert_eq!(compiled.is_int8(), onnx.is_int8());
+        assert_eq!(
+            compiled.encode(&x, 3).unwrap(),
+            want,
+            "{name} {precision:?}"
+        );
+
+        if text {
+            // The copy's text graph loads compiled; the fixture's (nothing compiled) from ONNX.
+            let t = TextEncoder::load(&dir.join("text.onnx"), &opts).unwrap();
+            let tar = dir.join(format!("text.b1-{}.nnef.tar", precision.name()));
+            assert_eq!(
+                t.compiled_from(),
+                Some(tar.as_path()),
+                "{:?}",
+                t.load_note()
+            );
+            let fixture = TextEncoder::load(&common::fixture("clip-tiny/text.onnx"), &opts)
+                .unwrap()
+                .encode_tokens(&tokens, 1)
+                .unwrap();
+            assert_eq!(t.encode_tokens(&tokens, 1).unwrap(), fixture);
+        }
+
+        // Another batch size has no compiled form: the ONNX graph, and nothing to say.
+        let b2 = RunOptions { batch: 2, ..opts };
+        let other = ImageEncoder::load(&image, &b2).unwrap();
+        assert!(other.compiled_from().is_none() && other.load_note().is_none());
+    }
+}
+
+#[test]
+fn a_stale_or_damaged_compiled_graph_is_never_used() {
+    let three = reference_inputs("eff");
+    let x = &three[..three.len() / 3];
+    let (_tmp, dir) = model_copy("efficientnet-lite0");
+    let opts = RunOptions::default();
+    let image = dir.join("image.onnx");
+    let want = ImageEncoder::load(&image, &opts)
+        .unwrap()
+        .encode(x, 1)
+        .unwrap();
+    let done = tipedge::encoder::compile(&dir, &opts, |_| {}).unwrap();
+    let (tar, record) = (done[0].path.clone(), done[0].path.with_extension("json"));
+    let good_tar = std::fs::read(&tar).unwrap();
+    let good_record = std::fs::read_to_string(&record).unwrap();
+
+    let expect_fallback = |what: &str, needle: &str| {
+        let enc = ImageEncoder::load(&image, &opts).unwrap();
+        let note = enc.load_note().unwrap_or_else(|| panic!("{what}: no note"));
+        assert!(enc.compiled_from().is_none(), "{what}");
+        assert!(
+            note.contains(needle) && !note.contains('\n'),
+            "{what}: {note}"
+        );
+        assert!(
+            note.contains("loaded the ONNX graph instead"),
+            "{what}: {note}"
+        );
+        assert_eq!(enc.encode(x, 1).unwrap(), want, "{what}");
+    };
+
+    // One flipped bit in a weight.
+    let mut bad = good_tar.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 0x10;
+    std::fs::write(&tar, &bad).unwrap();
+    expect_fallback("flipped bit", "does not match its record");
+    // Truncated.
+    std::fs::write(&tar, &good_tar[..n / 3]).unwrap();
+    expect_fallback("truncated", "does not match its record");
+    // Missing.
+    std::fs::remove_file(&tar).unwrap();
+    expect_fallback("missing tar", "image.b1-f32.nnef.tar");
+    std::fs::write(&tar, &good_tar).unwrap();
+
+    let edit = |from: &str, to: &str| {
+        assert!(good_record.contains(from), "{from}");
+        std::fs::write(&record, good_record.replacen(from, to, 1)).unwrap();
+    };
+    let graph_sha = ImageEncoder::load(&image, &opts)
+        .unwrap()
+        .fingerprint()
+        .to_string();
+    edit(&graph_sha, &"0".repeat(64));
+    expect_fallback("made from another graph", "stale");
+    edit("\"tract\": \"0.23.9\"", "\"tract\": \"0.21.0\"");
+    expect_fallback("other tract", "tract 0.21.0");
+    edit("\"batch\": 1", "\"batch\": 2");
+    expect_fallback("other batch", "stale");
+    edit(&graph_sha, "zz");
+    expect_fallback("not hex", "64 hex digits");
+    std::fs::write(&record, "{ not json").unwrap();
+    expect_fallback("garbage record", "not a compiled-graph record");
+
+    // Restored: used again; and compiling again gives the same bytes (no timestamps inside).
+    std::fs::write(&record, &good_record).unwrap();
+    let again = tipedge::encoder::compile(&dir, &opts, |_| {}).unwrap();
+    assert_eq!(again[0].sha256, done[0].sha256);
+    let enc = ImageEncoder::load(&image, &opts).unwrap();
+    assert!(enc.compiled_from().is_some() && enc.load_note().is_none());
+    assert_eq!(enc.encode(x, 1).unwrap(), want);
+}

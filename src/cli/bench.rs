@@ -199,7 +199,14 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
         "config       {}, batch {}, {} thread(s)",
         r.precision, r.batch, r.threads
     );
-    println!("load         {:.0} ms", r.load_ms);
+    let from = match &r.compiled {
+        Some(p) => format!("compiled form {}", p.display()),
+        None => "ONNX graph (`tipedge compile` makes a faster-loading form)".into(),
+    };
+    println!("load         {:.0} ms from the {from}", r.load_ms);
+    if let (Some(peak), Some(rss)) = (r.load_peak_rss_mib, r.rss_after_load_mib) {
+        println!("load memory  peak {peak:.0} MiB, {rss:.0} MiB resident after it");
+    }
     println!(
         "encode       median {:.2} ms per run (p10 {:.2}, p90 {:.2}, {} runs) = {:.2} ms per image",
         r.median_ms,

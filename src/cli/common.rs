@@ -46,7 +46,8 @@ impl RuntimeArgs {
 }
 
 /// Loads an image encoder and warns on stderr (one line naming the graph) when it will be
-/// slow on this CPU: an int8 graph without VNNI on x86_64, f16 on x86_64.
+/// slow on this CPU (an int8 graph without VNNI on x86_64, f16 on x86_64), or when a compiled
+/// form beside it could not be used.
 pub fn load_image_encoder(path: &Path, opts: &RunOptions) -> tipedge::Result<ImageEncoder> {
     let encoder = ImageEncoder::load(path, opts)?;
     warn_if_slow(&encoder, path);
@@ -56,6 +57,9 @@ pub fn load_image_encoder(path: &Path, opts: &RunOptions) -> tipedge::Result<Ima
 pub fn warn_if_slow(encoder: &ImageEncoder, path: &Path) {
     if let Some(w) = encoder.slow_path_warning() {
         eprintln!("warning: {}: {w}", path.display());
+    }
+    if let Some(note) = encoder.load_note() {
+        eprintln!("warning: {note}");
     }
 }
 

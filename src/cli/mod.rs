@@ -4,6 +4,7 @@ mod bench;
 mod cache;
 mod classify;
 mod common;
+mod compile;
 mod device;
 mod embed;
 mod eval;
@@ -70,6 +71,7 @@ enum Command {
     Embed(embed::EmbedArgs),
     Inspect(inspect::InspectArgs),
     Info(info::InfoArgs),
+    Compile(compile::CompileArgs),
     Tokenize(tokenize::TokenizeArgs),
     /// Measure: encoders (load time, latency, peak memory, decode + preprocess) and the
     /// affinity kernel (ns per key, GB/s against the machine's read bandwidth); --json for
@@ -96,6 +98,7 @@ impl Command {
             Command::Enrol(a) => a.json,
             Command::Inspect(a) => a.json,
             Command::Info(a) => a.json,
+            Command::Compile(a) => a.json,
             Command::Tokenize(a) => a.json,
             Command::Bench(c) => c.json(),
         }
@@ -127,6 +130,7 @@ pub fn run() -> i32 {
         Command::Embed(args) => embed::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Info(args) => info::run(args),
+        Command::Compile(args) => compile::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     };

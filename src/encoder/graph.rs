@@ -71,6 +71,17 @@ pub struct OpTime {
     pub ms: f64,
 }
 
+/// Where a [`Graph`] was loaded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The ONNX graph; nothing compiled for this batch and precision.
+    Onnx,
+    /// The compiled form at this path.
+    Compiled(PathBuf),
+    /// The ONNX graph, because the compiled form could not be used: why.
+    OnnxNotCompiled(String),
+}
+
 pub(crate) struct Graph {
     plan: Arc<TypedRunnableModel>,
     path: PathBuf,
@@ -80,6 +91,8 @@ pub(crate) struct Graph {
     /// The graph computes on 8-bit integer tensors (QOperator int8: QLinearMatMul/Conv,
     /// MatMulInteger, ...), read from the graph itself, not from the sidecar.
     pub(crate) int8: bool,
+    /// Where the graph was loaded from.
+    pub(crate) source: Source,
     executor: Executor,
     item_shape: Vec<usize>,
     input_dt: DatumType,
@@ -87,7 +100,9 @@ pub(crate) struct Graph {
 }
 
 impl Graph {
-    /// Loads `path` for inputs `[batch, item_shape…]` of type `input_dt`.
+    /// Loads `path` for inputs `[batch, item_shape…]` of type `input_dt`: from its compiled form
+    /// when one matching `opts` is beside it and checks out (see [`compiled`](super::compiled)),
+    /// else from the ONNX graph.
     pub(crate) fn load(
         path: &Path,
         sidecar: &Sidecar,
@@ -98,33 +113,23 @@ impl Graph {
         if opts.batch == 0 {
             return Err(Error::Invalid("batch size must be at least 1".into()));
         }
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::model(path, crate::error::io_reason(&e)))?;
-        let sha256 = sidecar.verify_graph(path, &bytes)?;
+        let (typed, sha256, source) = match super::compiled::load(path, sidecar, opts) {
+            super::compiled::Lookup::Loaded(typed, sha256) => {
+                let (tar, _) = super::compiled::paths(path, opts);
+                (typed, sha256, Source::Compiled(tar))
+            }
+            super::compiled::Lookup::Absent => {
+                let (typed, sha256) = typed_from_onnx(path, sidecar, input_dt, item_shape, opts)?;
+                (typed, sha256, Source::Onnx)
+            }
+            super::compiled::Lookup::Rejected(why) => {
+                let (typed, sha256) = typed_from_onnx(path, sidecar, input_dt, item_shape, opts)?;
+                (typed, sha256, Source::OnnxNotCompiled(why))
+            }
+        };
         let fail = |stage: &str, e: TractError| {
             Error::model(path, format!("{stage}: {}", tract_reason(&e)))
         };
-        let mut model = tract_onnx::onnx()
-            .model_for_read(&mut &bytes[..])
-            .map_err(|e| fail("not a loadable ONNX graph", e))?;
-        if model.inputs.len() != 1 {
-            return Err(Error::model(
-                path,
-                format!("graph has {} inputs, tipedge expects 1", model.inputs.len()),
-            ));
-        }
-        check_declared_input(path, &model, item_shape)?;
-
-        let mut shape = vec![opts.batch];
-        shape.extend_from_slice(item_shape);
-        model
-            .set_input_fact(0, InferenceFact::dt_shape(input_dt, shape.clone()))
-            .map_err(|e| fail("cannot fix the input shape", e))?;
-        let mut typed = model
-            .into_typed()
-            .map_err(|e| fail(&format!("graph does not accept input {shape:?}"), e))?
-            .into_decluttered()
-            .map_err(|e| fail("declutter failed", e))?;
         let int8 = typed.nodes().iter().any(|n| {
             n.outputs.iter().any(|o| {
                 matches!(
@@ -133,12 +138,14 @@ impl Graph {
                 )
             })
         });
-        if opts.precision == Precision::F16 {
-            let t = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
-                .map_err(|e| fail("f16 transform", e))?
-                .ok_or_else(|| Error::model(path, "tract has no f32_to_f16 transform"))?;
-            t.transform(&mut typed)
-                .map_err(|e| fail("f16 transform failed", e))?;
+        let mut shape = vec![opts.batch];
+        shape.extend_from_slice(item_shape);
+        let input = typed.input_fact(0).map_err(|e| fail("no input", e))?;
+        if input.shape.as_concrete() != Some(&shape[..]) {
+            return Err(Error::model(
+                path,
+                format!("graph input {:?}, expected {shape:?}", input.shape),
+            ));
         }
         let typed = typed
             .into_optimized()
@@ -162,6 +169,7 @@ impl Graph {
         let plan = typed
             .into_runnable()
             .map_err(|e| fail("cannot plan the graph", e))?;
+        release_freed_memory();
         let executor = if opts.threads > 1 {
             Executor::multithread(opts.threads)
         } else {
@@ -174,11 +182,27 @@ impl Graph {
             batch: opts.batch,
             precision: opts.precision,
             int8,
+            source,
             executor,
             item_shape: item_shape.to_vec(),
             input_dt,
             dim: sidecar.embed_dim,
         })
+    }
+
+    /// Why the compiled form beside the graph was not used, if one was there and was not.
+    pub(crate) fn load_note(&self) -> Option<&str> {
+        match &self.source {
+            Source::OnnxNotCompiled(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn compiled_from(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Compiled(p) => Some(p),
+            _ => None,
+        }
     }
 
     /// Time per operator type, median over `runs` runs of a zero input after 2 warm-up runs
@@ -369,6 +393,69 @@ pub(crate) struct RunState {
 
 /// Compares the graph's declared input (where it declares one) with what the sidecar implies,
 /// so that a graph exported for 256 px next to a sidecar saying 224 is refused with a clear line.
+/// Hands the memory the load freed (the parsed model's tensors, replaced by the optimised
+/// graph's packed copies) back to the system. glibc keeps freed heap memory for reuse, so
+/// without this a loaded ViT-B/32 stayed 121 MiB above what it holds (`tipedge bench encoder`'s
+/// resident memory after load) — memory a 1 GB board does not have to spare.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim only returns unused heap pages; it is thread-safe.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
+/// The ONNX graph at `path`, verified against its sidecar, with its input fixed to
+/// `[batch, item_shape…]`, typed, decluttered and (for f16) translated: what is optimised at
+/// load, and what `tipedge compile` writes. Returns it with the graph's sha256.
+pub(crate) fn typed_from_onnx(
+    path: &Path,
+    sidecar: &Sidecar,
+    input_dt: DatumType,
+    item_shape: &[usize],
+    opts: &RunOptions,
+) -> Result<(TypedModel, String)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::model(path, crate::error::io_reason(&e)))?;
+    let sha256 = sidecar.verify_graph(path, &bytes)?;
+    let fail =
+        |stage: &str, e: TractError| Error::model(path, format!("{stage}: {}", tract_reason(&e)));
+    let mut model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(|e| fail("not a loadable ONNX graph", e))?;
+    drop(bytes);
+    if model.inputs.len() != 1 {
+        return Err(Error::model(
+            path,
+            format!("graph has {} inputs, tipedge expects 1", model.inputs.len()),
+        ));
+    }
+    check_declared_input(path, &model, item_shape)?;
+
+    let mut shape = vec![opts.batch];
+    shape.extend_from_slice(item_shape);
+    model
+        .set_input_fact(0, InferenceFact::dt_shape(input_dt, shape.clone()))
+        .map_err(|e| fail("cannot fix the input shape", e))?;
+    let mut typed = model
+        .into_typed()
+        .map_err(|e| fail(&format!("graph does not accept input {shape:?}"), e))?
+        .into_decluttered()
+        .map_err(|e| fail("declutter failed", e))?;
+    if opts.precision == Precision::F16 {
+        let t = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
+            .map_err(|e| fail("f16 transform", e))?
+            .ok_or_else(|| Error::model(path, "tract has no f32_to_f16 transform"))?;
+        t.transform(&mut typed)
+            .map_err(|e| fail("f16 transform failed", e))?;
+    }
+    Ok((typed, sha256))
+}
+
 fn check_declared_input(path: &Path, model: &InferenceModel, item_shape: &[usize]) -> Result<()> {
     let fact = model
         .input_fact(0)

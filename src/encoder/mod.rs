@@ -2,10 +2,13 @@
 //!
 //! A graph is loaded once: its bytes are checked against the sidecar's sha256, its declared
 //! input is checked against the sidecar, the input shape is fixed (fixed shapes optimise best in
-//! tract), the graph is decluttered, optionally translated to f16, optimised and planned.
+//! tract), the graph is decluttered, optionally translated to f16, optimised and planned. What
+//! precedes the optimisation can be done once ([`compile`]) and loaded from then on.
 
+mod compiled;
 mod graph;
 
+pub use compiled::{Compiled, Record as CompiledRecord};
 pub use graph::{OpTime, Precision, RunOptions};
 
 use std::path::{Path, PathBuf};
@@ -151,6 +154,18 @@ impl ImageEncoder {
         None
     }
 
+    /// Where the graph was loaded from: `None` for its compiled form or when nothing was
+    /// compiled for this batch and precision; otherwise why the compiled form beside it was not
+    /// used (stale, damaged), one line naming the file, for the caller to show.
+    pub fn load_note(&self) -> Option<&str> {
+        self.graph.load_note()
+    }
+
+    /// The compiled form the graph was loaded from, if it was (see [`compile`]).
+    pub fn compiled_from(&self) -> Option<&Path> {
+        self.graph.compiled_from()
+    }
+
     /// Encodes `n` preprocessed images laid out back to back in `pixels`
     /// (`n × 3 × H × W`), in chunks of the graph's batch size. Returns `n × dim` features (not
     /// normalised). Allocating convenience; the online path uses [`ImageEncoder::run`].
@@ -218,6 +233,16 @@ impl TextEncoder {
         self.sidecar.embed_dim
     }
 
+    /// As [`ImageEncoder::load_note`].
+    pub fn load_note(&self) -> Option<&str> {
+        self.graph.load_note()
+    }
+
+    /// As [`ImageEncoder::compiled_from`].
+    pub fn compiled_from(&self) -> Option<&Path> {
+        self.graph.compiled_from()
+    }
+
     /// Encodes `n` token rows (`n × context_length` ids). Returns `n × dim` features.
     pub fn encode_tokens(&self, tokens: &[i64], n: usize) -> Result<Vec<f32>> {
         self.graph.run_all(tokens, n)
@@ -261,6 +286,56 @@ impl EncoderState {
     pub fn input_replacements(&self) -> u64 {
         self.run.replaced
     }
+}
+
+/// Compiles the model at `model` (a folder or an image graph; the text graph beside it too) for
+/// `opts`' batch size and precision: each graph is verified, typed, decluttered (and translated
+/// to f16) once and written beside it as tract's NNEF, with a record (see `compiled.rs`); later
+/// loads with the same batch and precision read that instead of the ONNX graph. `on_graph` is
+/// called before each graph with its path (for progress).
+pub fn compile(
+    model: &Path,
+    opts: &RunOptions,
+    mut on_graph: impl FnMut(&Path),
+) -> Result<Vec<Compiled>> {
+    if opts.batch == 0 {
+        return Err(Error::Invalid("batch size must be at least 1".into()));
+    }
+    let paths = ModelPaths::resolve(model)?;
+    let mut graphs = Vec::new();
+    let image = read_sidecar(&paths.image, Tower::Image)?;
+    let recipe = image
+        .recipe()
+        .map_err(|r| Error::model(Sidecar::path_for(&paths.image), r))?;
+    let side = recipe.crop_size as usize;
+    graphs.push((
+        paths.image.clone(),
+        image,
+        f32::datum_type(),
+        vec![3, side, side],
+    ));
+    if let Some(text) = &paths.text {
+        let sidecar = read_sidecar(text, Tower::Text)?;
+        let context = sidecar.context_length.unwrap_or(77);
+        graphs.push((text.clone(), sidecar, i64::datum_type(), vec![context]));
+    }
+    let mut done = Vec::new();
+    for (path, sidecar, dt, item) in graphs {
+        on_graph(&path);
+        let t = std::time::Instant::now();
+        let (typed, sha256) = graph::typed_from_onnx(&path, &sidecar, dt, &item, opts)?;
+        let (out, bytes, digest) = compiled::write(&path, &sha256, &typed, opts)?;
+        done.push(Compiled {
+            graph: path,
+            path: out,
+            bytes,
+            sha256: digest,
+            batch: opts.batch,
+            precision: opts.precision.name(),
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(done)
 }
 
 fn read_sidecar(graph: &Path, tower: Tower) -> Result<Sidecar> {

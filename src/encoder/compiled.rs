@@ -1,0 +1,421 @@
+//! The compiled form of a graph: what `tipedge compile` writes once beside an ONNX graph so that
+//! later loads skip the ONNX work.
+//!
+//! Loading an ONNX graph reads and parses the protobuf (which holds every weight twice in memory
+//! for a moment), types and declutters it; only then does tract optimise it for this CPU. The
+//! compiled form is the decluttered typed model (after the f16 transform for `--precision f16`)
+//! written as tract's NNEF with tract's extensions, an uncompressed tar whose tensors are raw
+//! bytes: loading it is reading the tensors and optimising. tract cannot serialise an optimised
+//! model (its ops are specific to the CPU), so the optimisation still happens at every load.
+//!
+//! Beside `image.onnx`, for one batch size and precision:
+//!
+//! - `image.b1-f32.nnef.tar`: the model;
+//! - `image.b1-f32.nnef.json`: its record ([`Record`]): the sha256 of the tar, the sha256 of the
+//!   ONNX graph it was made from (which must be the one the graph's sidecar names), the batch
+//!   size, the precision and tract's version.
+//!
+//! A graph is loaded from its compiled form only when the record matches all of these and the
+//! tar's sha256 matches the record (checked before tract parses a byte of it); otherwise the ONNX
+//! graph is loaded as before and the reason is kept for the caller to show
+//! ([`ImageEncoder::load_note`](super::ImageEncoder::load_note)): a stale or damaged compiled
+//! file costs start-up time, never a wrong model.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tract_nnef::framework::Nnef;
+use tract_onnx::prelude::*;
+
+use super::graph::RunOptions;
+use crate::error::{io_reason, tract_reason, Error, Result};
+use crate::sidecar::Sidecar;
+
+/// The tract release the compiled forms are written with and for (pinned `=0.23.9` in
+/// Cargo.toml; a test checks that they agree). NNEF with tract's extensions is not promised to
+/// load in another release, so a record naming another one is not used.
+pub(crate) const TRACT_VERSION: &str = "0.23.9";
+
+const FORMAT: &str = "tipedge-compiled/1";
+
+/// The JSON record beside a compiled graph.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub format: String,
+    /// File name of the ONNX graph it was made from, and that graph's sha256.
+    pub graph: String,
+    pub graph_sha256: String,
+    /// File name of the compiled model (beside the record), and its sha256.
+    pub file: String,
+    pub sha256: String,
+    pub batch: usize,
+    pub precision: String,
+    pub tract: String,
+}
+
+/// What `tipedge compile` wrote for one graph.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compiled {
+    pub graph: PathBuf,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+    pub batch: usize,
+    pub precision: &'static str,
+    /// Seconds to load the ONNX graph and write the compiled form.
+    pub seconds: f64,
+}
+
+/// The compiled model and record paths for `graph` at `opts`' batch and precision.
+pub(crate) fn paths(graph: &Path, opts: &RunOptions) -> (PathBuf, PathBuf) {
+    let stem = graph
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = format!("{stem}.b{}-{}.nnef", opts.batch, opts.precision.name());
+    (
+        graph.with_file_name(format!("{base}.tar")),
+        graph.with_file_name(format!("{base}.json")),
+    )
+}
+
+/// tract's NNEF with its core and ONNX extensions, plus the operators tract 0.23.9 has no NNEF
+/// form for, registered under tipedge's own names ([`ops`]).
+pub(crate) fn nnef() -> Nnef {
+    use tract_onnx::prelude::WithOnnx;
+    tract_nnef::nnef()
+        .with_onnx()
+        .with_registry(ops::registry())
+}
+
+/// NNEF forms for what tract's declutter leaves in tipedge's graphs that tract 0.23.9 cannot
+/// write: each is dumped as an invocation of a `tipedge_…` primitive carrying the operator's
+/// parameters (f32 written in Rust's shortest round-trip form, so they load bit for bit) and
+/// loaded back as the same operator.
+///
+/// - `GeluExact`: what the declutter makes of ONNX's `Erf`-based GELU in CLIP's MLPs;
+/// - `QuantizeLinearI8` / `QuantizeLinearU8` / `DequantizeLinearF32`: the activations'
+///   quantisation of the QOperator int8 graphs (`models/quantize.py`).
+mod ops {
+    use std::any::TypeId;
+
+    use tract_nnef::internal::*;
+    use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+    use tract_onnx::tract_core::ops::nn::GeluExact;
+    use tract_onnx::tract_core::ops::quant::{
+        DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8,
+    };
+
+    pub(super) fn registry() -> Registry {
+        let mut r = Registry::new("tipedge");
+        r.register_unit_element_wise("tipedge_gelu_exact", &GeluExact {});
+        let params = || {
+            vec![
+                TypeName::Scalar.tensor().named("input"),
+                TypeName::Scalar.named("scale"),
+                TypeName::Integer.named("zero_point"),
+            ]
+        };
+        r.register_element_wise(
+            "tipedge_quantize_linear_i8",
+            TypeId::of::<QuantizeLinearI8>(),
+            Box::new(dump_q_i8),
+            params(),
+            load_q_i8,
+        );
+        r.register_element_wise(
+            "tipedge_quantize_linear_u8",
+            TypeId::of::<QuantizeLinearU8>(),
+            Box::new(dump_q_u8),
+            params(),
+            load_q_u8,
+        );
+        r.register_dumper(dump_dq);
+        r.register_primitive(
+            "tipedge_dequantize_linear_f32",
+            &params(),
+            &[("output", TypeName::Scalar.tensor())],
+            load_dq,
+        );
+        r
+    }
+
+    fn quant(name: &str, ast: &IntoAst, node: &TypedNode, scale: f32, zp: i32) -> Arc<RValue> {
+        let input = ast.mapping[&node.inputs[0]].clone();
+        invocation(
+            name,
+            &[input],
+            &[("scale", numeric(scale)), ("zero_point", numeric(zp))],
+        )
+    }
+
+    fn element_wise<O: tract_onnx::tract_core::ops::element_wise::ElementWiseMiniOp>(
+        node: &TypedNode,
+    ) -> TractResult<&O> {
+        node.op_as::<ElementWiseOp>()
+            .and_then(|op| op.0.downcast_ref::<O>())
+            .context("not the registered element-wise operator")
+    }
+
+    fn dump_q_i8(ast: &mut IntoAst, node: &TypedNode) -> TractResult<Option<Arc<RValue>>> {
+        let op = element_wise::<QuantizeLinearI8>(node)?;
+        let (s, z) = (op.scale, op.zero_point as i32);
+        Ok(Some(quant("tipedge_quantize_linear_i8", ast, node, s, z)))
+    }
+
+    fn dump_q_u8(ast: &mut IntoAst, node: &TypedNode) -> TractResult<Option<Arc<RValue>>> {
+        let op = element_wise::<QuantizeLinearU8>(node)?;
+        let (s, z) = (op.scale, op.zero_point as i32);
+        Ok(Some(quant("tipedge_quantize_linear_u8", ast, node, s, z)))
+    }
+
+    fn dump_dq(
+        ast: &mut IntoAst,
+        node: &TypedNode,
+        op: &DequantizeLinearF32,
+    ) -> TractResult<Option<Arc<RValue>>> {
+        let name = "tipedge_dequantize_linear_f32";
+        Ok(Some(quant(name, ast, node, op.scale, op.zero_point)))
+    }
+
+    /// The input, scale and zero point of an invocation.
+    fn args(b: &mut ModelBuilder, inv: &ResolvedInvocation) -> TractResult<(OutletId, f32, i64)> {
+        let input = inv.named_arg_as(b, "input")?;
+        Ok((
+            input,
+            inv.named_arg_as(b, "scale")?,
+            inv.named_arg_as(b, "zero_point")?,
+        ))
+    }
+
+    fn load_q_i8(b: &mut ModelBuilder, inv: &ResolvedInvocation) -> TractResult<Value> {
+        let (input, scale, zp) = args(b, inv)?;
+        let zero_point = i8::try_from(zp).context("int8 zero point out of range")?;
+        let op = QuantizeLinearI8 { scale, zero_point };
+        b.wire(ElementWiseOp(Box::new(op), None), &[input])
+    }
+
+    fn load_q_u8(b: &mut ModelBuilder, inv: &ResolvedInvocation) -> TractResult<Value> {
+        let (input, scale, zp) = args(b, inv)?;
+        let zero_point = u8::try_from(zp).context("uint8 zero point out of range")?;
+        let op = QuantizeLinearU8 { scale, zero_point };
+        b.wire(ElementWiseOp(Box::new(op), None), &[input])
+    }
+
+    fn load_dq(b: &mut ModelBuilder, inv: &ResolvedInvocation) -> TractResult<Value> {
+        let (input, scale, zp) = args(b, inv)?;
+        let zero_point = i32::try_from(zp).context("zero point out of range")?;
+        b.wire(DequantizeLinearF32 { scale, zero_point }, &[input])
+    }
+}
+
+/// Writes `typed` (decluttered, for `opts`) as the compiled form of `graph`, whose verified
+/// sha256 is `graph_sha256`: the tar, then its record, each atomically (a device never sees a
+/// half-written file, and a record never names a tar that is not there).
+pub(crate) fn write(
+    graph: &Path,
+    graph_sha256: &str,
+    typed: &TypedModel,
+    opts: &RunOptions,
+) -> Result<(PathBuf, u64, String)> {
+    let (tar_path, record_path) = paths(graph, opts);
+    let mut bytes = Vec::new();
+    // Deterministic: fixed timestamps in the tar, so the same graph, batch, precision and
+    // tract compile to the same bytes (and sha256) on every machine.
+    nnef()
+        .write_to_tar_with_config(typed, &mut bytes, false, true)
+        .map_err(|e| {
+            Error::model(
+                graph,
+                format!("cannot write it as NNEF: {}", tract_reason(&e)),
+            )
+        })?;
+    let sha256 = crate::sidecar::sha256_hex(&bytes);
+    let record = Record {
+        format: FORMAT.into(),
+        graph: file_name(graph),
+        graph_sha256: graph_sha256.to_ascii_lowercase(),
+        file: file_name(&tar_path),
+        sha256: sha256.clone(),
+        batch: opts.batch,
+        precision: opts.precision.name().into(),
+        tract: TRACT_VERSION.into(),
+    };
+    let json = serde_json::to_vec_pretty(&record).expect("a record serialises");
+    // The old record goes first: between the two writes no record names a tar it does not
+    // describe (a load in that window takes the ONNX graph).
+    match std::fs::remove_file(&record_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::model(&record_path, io_reason(&e))),
+    }
+    install(&tar_path, &bytes)?;
+    install(&record_path, &json)?;
+    Ok((tar_path, bytes.len() as u64, sha256))
+}
+
+/// The pack writer's atomic install, with its errors reported against a model file.
+fn install(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::pack::write_atomically(path, bytes).map_err(|e| match e {
+        Error::Pack { reason, .. } => Error::model(path, reason),
+        other => other,
+    })
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// What was found beside a graph.
+pub(crate) enum Lookup {
+    /// No record for this batch and precision: nothing was compiled for them.
+    Absent,
+    /// The compiled model, verified (its record matches the sidecar and `opts`, its tar the
+    /// record): the decluttered typed model and the ONNX graph's sha256.
+    Loaded(TypedModel, String),
+    /// A record exists but cannot be used: why (one line, naming the file).
+    Rejected(String),
+}
+
+/// Looks for the compiled form of `graph` (described by `sidecar`) at `opts`, and loads it if
+/// it can be trusted (see the module documentation).
+pub(crate) fn load(graph: &Path, sidecar: &Sidecar, opts: &RunOptions) -> Lookup {
+    let (tar_path, record_path) = paths(graph, opts);
+    let text = match std::fs::read(&record_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Absent,
+        Err(e) => return reject(&record_path, &io_reason(&e)),
+    };
+    let record: Record = match serde_json::from_slice(&text) {
+        Ok(r) => r,
+        Err(e) => return reject(&record_path, &format!("not a compiled-graph record: {e}")),
+    };
+    let hex64 = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex64(&record.graph_sha256) || !hex64(&record.sha256) {
+        return reject(&record_path, "its sha256 fields are not 64 hex digits");
+    }
+    let stale = if record.format != FORMAT {
+        Some(format!(
+            "format {:?}, this tipedge reads {FORMAT:?}",
+            record.format
+        ))
+    } else if record.tract != TRACT_VERSION {
+        Some(format!(
+            "written with tract {}, this tipedge runs {TRACT_VERSION}",
+            record.tract
+        ))
+    } else if !record.graph_sha256.eq_ignore_ascii_case(&sidecar.sha256) {
+        Some(format!(
+            "made from another {} (sha256 {}…, the sidecar names {}…)",
+            record.graph,
+            record
+                .graph_sha256
+                .get(..12)
+                .unwrap_or(&record.graph_sha256),
+            sidecar.sha256.get(..12).unwrap_or(&sidecar.sha256)
+        ))
+    } else if record.batch != opts.batch || record.precision != opts.precision.name() {
+        Some(format!(
+            "for batch {} {}, asked for batch {} {}",
+            record.batch,
+            record.precision,
+            opts.batch,
+            opts.precision.name()
+        ))
+    } else if record.file != file_name(&tar_path) {
+        Some(format!(
+            "names {:?}, expected {:?}",
+            record.file,
+            file_name(&tar_path)
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = stale {
+        return reject(
+            &record_path,
+            &format!("stale ({why}); run `tipedge compile` again"),
+        );
+    }
+    match sha256_of_file(&tar_path) {
+        Ok(d) if d.eq_ignore_ascii_case(&record.sha256) => {}
+        Ok(d) => {
+            return reject(
+                &tar_path,
+                &format!(
+                    "sha256 {}… does not match its record ({}…): damaged or replaced",
+                    &d[..12],
+                    record.sha256.get(..12).unwrap_or(&record.sha256)
+                ),
+            )
+        }
+        Err(e) => return reject(&tar_path, &io_reason(&e)),
+    }
+    let file = match File::open(&tar_path) {
+        Ok(f) => f,
+        Err(e) => return reject(&tar_path, &io_reason(&e)),
+    };
+    match nnef().model_for_read(&mut BufReader::with_capacity(1 << 20, file)) {
+        Ok(typed) => Lookup::Loaded(typed, record.graph_sha256.to_ascii_lowercase()),
+        Err(e) => reject(
+            &tar_path,
+            &format!("tract cannot load it: {}", tract_reason(&e)),
+        ),
+    }
+}
+
+fn reject(path: &Path, why: &str) -> Lookup {
+    Lookup::Rejected(format!(
+        "{}: {why}; loaded the ONNX graph instead",
+        path.display()
+    ))
+}
+
+/// sha256 of a file, read in 1 MiB blocks (the compiled ViT-B/32 is 351 MB).
+fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoder::Precision;
+
+    #[test]
+    fn tract_version_is_the_pinned_one() {
+        let manifest = include_str!("../../Cargo.toml");
+        let pin = format!("tract-onnx = {{ version = \"={TRACT_VERSION}\"");
+        assert!(manifest.contains(&pin), "Cargo.toml does not pin {pin}");
+    }
+
+    #[test]
+    fn paths_name_batch_and_precision() {
+        let opts = RunOptions {
+            precision: Precision::F16,
+            batch: 4,
+            threads: 1,
+        };
+        let (tar, json) = paths(Path::new("/m/image.onnx"), &opts);
+        assert_eq!(tar, Path::new("/m/image.b4-f16.nnef.tar"));
+        assert_eq!(json, Path::new("/m/image.b4-f16.nnef.json"));
+    }
+}
