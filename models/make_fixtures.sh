@@ -12,7 +12,7 @@ FX="$HERE/fixtures"
 
 mkdir -p "$FX"
 rm -rf "$FX/clip-tiny" "$FX/efficientnet-lite0" "$FX/images" "$FX/reference" "$FX/train" \
-    "$FX/clip-tiny-int8" "$FX/clip-tiny-int8-dynamic" "$FX/quant"
+    "$FX/clip-tiny-int8" "$FX/clip-tiny-int8-dynamic" "$FX/clip-tiny-int8-integer" "$FX/quant"
 
 echo "== clip-tiny (OpenCLIP ViT + text transformer, random weights, seed 0)"
 "$PY" "$HERE/export_clip.py" --arch tiny --pretrained none --seed 0 --fixture --out "$FX/clip-tiny"

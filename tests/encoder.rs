@@ -206,6 +206,12 @@ fn int8_graphs_match_onnxruntime_and_stay_close_to_f32() {
             (0.9995, 0.05),
         ),
         (
+            "clip-tiny-int8-integer",
+            "clip_tiny_int8_integer_ort.npy",
+            (0.9999, 0.02),
+            (0.9995, 0.05),
+        ),
+        (
             "clip-tiny-int8-dynamic",
             "clip_tiny_int8_dynamic_ort.npy",
             (0.99, 0.15),
@@ -275,6 +281,7 @@ fn compiled_graphs_load_instead_of_onnx_and_compute_the_same_bits() {
         ("clip-tiny", Precision::F32, true),
         ("clip-tiny", Precision::F16, true),
         ("clip-tiny-int8", Precision::F32, false),
+        ("clip-tiny-int8-integer", Precision::F32, false),
     ] {
         let (_tmp, dir) = model_copy(name);
         let opts = RunOptions {
