@@ -983,3 +983,57 @@ fn cache_build_chooses_the_key_recipe_on_validation() {
         assert!(text(&o.stdout).contains(why), "{}", text(&o.stdout));
     }
 }
+
+#[test]
+fn compile_writes_a_form_that_later_loads_use_and_stale_ones_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("effnet");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["image.onnx", "image.json"] {
+        std::fs::copy(
+            common::fixture(&format!("efficientnet-lite0/{f}")),
+            model.join(f),
+        )
+        .unwrap();
+    }
+    let m = model.to_str().unwrap();
+    let out = tipedge(&["compile", m, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let records = json_lines(&out.stdout);
+    assert_eq!(records.len(), 1);
+    let tar = records[0]["path"].as_str().unwrap().to_string();
+    assert!(tar.ends_with("image.b1-f32.nnef.tar") && Path::new(&tar).is_file());
+    assert_eq!(records[0]["sha256"].as_str().unwrap().len(), 64);
+
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench", "encoder", "--model", m, "--runs", "1", "--warmup", "0",
+        ];
+        args.extend_from_slice(extra);
+        let out = tipedge(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out
+    };
+    let out = bench(&["--json"]);
+    let r = &json_lines(&out.stdout)[0];
+    assert_eq!(r["compiled"].as_str(), Some(tar.as_str()));
+    assert!(r["load_peak_rss_mib"].as_f64().unwrap() > 0.0);
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+
+    // Damaged: the ONNX graph is loaded, and stderr says why in one line naming the file.
+    let mut bytes = std::fs::read(&tar).unwrap();
+    let n = bytes.len();
+    bytes[n - 5000] ^= 1;
+    std::fs::write(&tar, bytes).unwrap();
+    let out = bench(&["--json"]);
+    assert!(json_lines(&out.stdout)[0]["compiled"].is_null());
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&tar) && err.contains("does not match its record"),
+        "{err}"
+    );
+
+    let out = tipedge(&["compile", "--help"]);
+    assert!(text(&out.stdout).contains("Example:"));
+}
