@@ -46,10 +46,13 @@ RECIPES = {
     "efficientnet-lite0": OrderedDict([
         ("int8", ["--scheme", "static-s8", "--per-channel", "--skip-depthwise", "--calibrate", "percentile",
                   "--keep-float", "/conv_stem/", "/conv_head/"]),
+        ("int8-qoperator", ["--scheme", "static-s8", "--per-channel", "--skip-depthwise", "--calibrate",
+                            "percentile", "--keep-float", "/conv_stem/", "/conv_head/", "--form", "qoperator"]),
         ("int8-all-convs", ["--scheme", "static-s8", "--per-channel"]),
     ]),
     "vit-b-32": OrderedDict([
         ("int8", ["--scheme", "static-s8", "--per-channel"]),
+        ("int8-qoperator", ["--scheme", "static-s8", "--per-channel", "--form", "qoperator"]),
         ("int8-dynamic", ["--scheme", "dynamic-u8"]),
     ]),
 }
@@ -133,7 +136,12 @@ def main() -> None:
     ap.add_argument("--vit-images", type=int, default=16, help="held-out images for the ViT cosines")
     ap.add_argument("--out", default=os.path.join(HERE, "ACCURACY.md"))
     ap.add_argument("--markdown-only", action="store_true", help="re-render the .md from models/accuracy.json")
+    ap.add_argument("--keep-f16", action="store_true",
+                    help="take the f16 rows from the existing models/accuracy.json instead of measuring them (f16 "
+                         "does not depend on the int8 recipes, and it is emulated on x86: on an AVX-512 host about "
+                         "9 s per EfficientNet-Lite0 image, so its few-shot run alone takes over an hour)")
     args = ap.parse_args()
+    previous = read_json(os.path.join(HERE, "accuracy.json")) if args.keep_f16 else None
     if args.markdown_only:
         write_markdown(args.out, read_json(os.path.join(HERE, "accuracy.json")))
         return
@@ -147,7 +155,9 @@ def main() -> None:
     held_out = sorted(os.path.join(r, f) for r, _, fs in os.walk(HELD_OUT) for f in fs)
     env8 = int8_env()
     report: "OrderedDict[str, object]" = OrderedDict()
-    report["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+    flags = open("/proc/cpuinfo").read() if os.path.isfile("/proc/cpuinfo") else ""
+    isa = " with AVX-512 VNNI" if "avx512_vnni" in flags else " with AVX2, no VNNI" if "avx2" in flags else ""
+    report["machine"] = f"{platform.machine()}{isa}, {os.cpu_count()} cores"
     report["int8_env"] = {k: v for k, v in env8.items() if k.startswith("TRACT_")}
     for name, images, accuracy in [("efficientnet-lite0", held_out, True),
                                    ("vit-b-32", held_out[:: max(1, len(held_out) // args.vit_images)][: args.vit_images],
@@ -159,10 +169,14 @@ def main() -> None:
         rows["f32"] = {"graph": src, "cosine": cosines(ref, ref)}
         if accuracy:
             rows["f32"]["few_shot"] = few_shot(args.tipedge, src, "f32")
-        print(f"== {name}: f16", file=sys.stderr)
-        rows["f16"] = {"graph": src + " --precision f16", "cosine": cosines(ref, embed(args.tipedge, src, images, "f16"))}
-        if accuracy:
-            rows["f16"]["few_shot"] = few_shot(args.tipedge, src, "f16")
+        if previous is not None:
+            rows["f16"] = dict(previous[name]["variants"]["f16"], previous_report=previous["machine"])
+        else:
+            print(f"== {name}: f16", file=sys.stderr)
+            rows["f16"] = {"graph": src + " --precision f16",
+                           "cosine": cosines(ref, embed(args.tipedge, src, images, "f16"))}
+            if accuracy:
+                rows["f16"]["few_shot"] = few_shot(args.tipedge, src, "f16")
         for variant, opts in RECIPES[name].items():
             out = os.path.join(args.work, f"{name}-{variant}")
             quantise(src, out, opts)
@@ -210,7 +224,10 @@ def write_markdown(path: str, r: dict) -> None:
         base = m["variants"]["f32"].get("few_shot")
         for v, d in m["variants"].items():
             c = d["cosine"]
-            row = f"| {v} | {d.get('quantize', 'tract f32→f16 at load' if v == 'f16' else '—')} | {c['mean']:.5f} | {c['min']:.5f} |"
+            recipe = d.get('quantize', 'tract f32→f16 at load' if v == 'f16' else '—')
+            if "previous_report" in d:
+                recipe += f" (from the previous report, {d['previous_report']})"
+            row = f"| {v} | {recipe} | {c['mean']:.5f} | {c['min']:.5f} |"
             if acc:
                 fs = d["few_shot"]
                 pct = 100 * fs["correct"] / fs["n"]
