@@ -22,16 +22,16 @@
 //! file costs start-up time, never a wrong model.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tract_nnef::framework::Nnef;
 use tract_onnx::prelude::*;
 
 use super::graph::RunOptions;
 use crate::error::{io_reason, tract_reason, Error, Result};
+use crate::pack::write_atomically_as;
 use crate::sidecar::Sidecar;
 
 /// The tract release the compiled forms are written with and for (pinned `=0.23.9` in
@@ -252,17 +252,9 @@ pub(crate) fn write(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::model(&record_path, io_reason(&e))),
     }
-    install(&tar_path, &bytes)?;
-    install(&record_path, &json)?;
+    write_atomically_as(&tar_path, &bytes, |p, r| Error::model(p, r))?;
+    write_atomically_as(&record_path, &json, |p, r| Error::model(p, r))?;
     Ok((tar_path, bytes.len() as u64, sha256))
-}
-
-/// The pack writer's atomic install, with its errors reported against a model file.
-fn install(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::pack::write_atomically(path, bytes).map_err(|e| match e {
-        Error::Pack { reason, .. } => Error::model(path, reason),
-        other => other,
-    })
 }
 
 fn file_name(p: &Path) -> String {
@@ -342,7 +334,7 @@ pub(crate) fn load(graph: &Path, sidecar: &Sidecar, opts: &RunOptions) -> Lookup
             &format!("stale ({why}); run `tipedge compile` again"),
         );
     }
-    match sha256_of_file(&tar_path) {
+    match crate::sidecar::sha256_hex_of_file(&tar_path) {
         Ok(d) if d.eq_ignore_ascii_case(&record.sha256) => {}
         Ok(d) => {
             return reject(
@@ -374,25 +366,6 @@ fn reject(path: &Path, why: &str) -> Lookup {
         "{}: {why}; loaded the ONNX graph instead",
         path.display()
     ))
-}
-
-/// sha256 of a file, read in 1 MiB blocks (the compiled ViT-B/32 is 351 MB).
-fn sha256_of_file(path: &Path) -> std::io::Result<String> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 #[cfg(test)]

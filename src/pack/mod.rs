@@ -29,9 +29,9 @@ pub use format::{
 };
 pub use inspect::{inspect, inspect_bytes, ChecksumStatus, ClassInfo, Inspection, SectionInfo};
 pub use reader::Pack;
-#[cfg(feature = "runtime")]
-pub(crate) use writer::write_atomically;
 pub use writer::{encode, write_pack, write_with_alpha_beta};
+#[cfg(feature = "runtime")]
+pub(crate) use writer::{write_atomically, write_atomically_as};
 
 use crate::adapter::AdapterParams;
 use crate::kernel::{self, KeyData, KeyDtype};

@@ -296,15 +296,25 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
     Ok(out)
 }
 
-/// Temp file in the target's directory, fsync, rename, fsync the directory.
+/// Temp file in the target's directory, fsync, rename, fsync the directory; errors are pack
+/// errors (see [`write_atomically_as`]).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_as(path, bytes, |p, r| Error::pack(p, r))
+}
+
+/// [`write_atomically`], its errors made by `kind` (`Error::model` for a compiled graph).
+pub(crate) fn write_atomically_as(
+    path: &Path,
+    bytes: &[u8],
+    kind: impl Fn(&Path, String) -> Error,
+) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let Some(file_name) = path.file_name() else {
-        return Err(Error::pack(path, "not a file name"));
+        return Err(kind(path, "not a file name".into()));
     };
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{}",
@@ -317,7 +327,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .create_new(true)
         .open(&tmp)
         .map_err(|e| {
-            Error::pack(
+            kind(
                 path,
                 format!(
                     "cannot create a temporary file in {}: {e} (nothing was changed)",
@@ -339,14 +349,14 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         });
     if let Err(reason) = installed {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::pack(
+        return Err(kind(
             path,
             format!("{reason} (any previous file there is unchanged)"),
         ));
     }
     // The rename is durable only once the directory entry is on disk.
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
-        Error::pack(
+        kind(
             path,
             format!(
                 "written, but syncing directory {} failed: {e}",

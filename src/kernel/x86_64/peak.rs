@@ -44,174 +44,96 @@ pub(crate) fn macs_per_ns(isa: Isa, float: bool) -> Option<f64> {
     Some(macs * ITERS as f64 / ns[ns.len() / 2])
 }
 
-/// Twelve `vpdpwssd` (16 i32 lanes × 2 MACs), twelve accumulator chains: enough to cover the
-/// instruction's latency on two ports.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn vnni_int(iters: u64) {
-    asm!(
-        "vpxord zmm0, zmm0, zmm0",
-        "vpxord zmm1, zmm1, zmm1",
-        "vpxord zmm2, zmm2, zmm2",
-        "vpxord zmm3, zmm3, zmm3",
-        "vpxord zmm4, zmm4, zmm4",
-        "vpxord zmm5, zmm5, zmm5",
-        "vpxord zmm6, zmm6, zmm6",
-        "vpxord zmm7, zmm7, zmm7",
-        "vpxord zmm8, zmm8, zmm8",
-        "vpxord zmm9, zmm9, zmm9",
-        "vpxord zmm10, zmm10, zmm10",
-        "vpxord zmm11, zmm11, zmm11",
-        "vpxord zmm30, zmm30, zmm30",
-        "vpxord zmm31, zmm31, zmm31",
-        "2:",
-        "vpdpwssd zmm0, zmm30, zmm31",
-        "vpdpwssd zmm1, zmm30, zmm31",
-        "vpdpwssd zmm2, zmm30, zmm31",
-        "vpdpwssd zmm3, zmm30, zmm31",
-        "vpdpwssd zmm4, zmm30, zmm31",
-        "vpdpwssd zmm5, zmm30, zmm31",
-        "vpdpwssd zmm6, zmm30, zmm31",
-        "vpdpwssd zmm7, zmm30, zmm31",
-        "vpdpwssd zmm8, zmm30, zmm31",
-        "vpdpwssd zmm9, zmm30, zmm31",
-        "vpdpwssd zmm10, zmm30, zmm31",
-        "vpdpwssd zmm11, zmm30, zmm31",
-        "dec {n}",
-        "jnz 2b",
-        n = inout(reg) iters => _,
-        out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
-        out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
-        out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
-        out("zmm30") _, out("zmm31") _,
-        options(nostack, nomem),
-    );
+/// One probe: `$zero` clears every register in `$regs` (no float assist from whatever they held),
+/// then the loop runs the `$body` instructions `iters` times. Every register is declared clobbered.
+macro_rules! probe {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $zero:literal, [$($reg:tt),* $(,)?],
+     [$($body:expr),* $(,)?]) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        unsafe fn $name(iters: u64) {
+            asm!(
+                $(concat!($zero, " ", $reg, ", ", $reg, ", ", $reg),)*
+                "2:",
+                $($body,)*
+                "dec {n}",
+                "jnz 2b",
+                n = inout(reg) iters => _,
+                $(out($reg) _,)*
+                options(nostack, nomem),
+            );
+        }
+    };
 }
 
-/// Twelve `vfmadd231ps` zmm (16 MACs each), twelve chains.
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512_float(iters: u64) {
-    asm!(
-        "vpxord zmm0, zmm0, zmm0",
-        "vpxord zmm1, zmm1, zmm1",
-        "vpxord zmm2, zmm2, zmm2",
-        "vpxord zmm3, zmm3, zmm3",
-        "vpxord zmm4, zmm4, zmm4",
-        "vpxord zmm5, zmm5, zmm5",
-        "vpxord zmm6, zmm6, zmm6",
-        "vpxord zmm7, zmm7, zmm7",
-        "vpxord zmm8, zmm8, zmm8",
-        "vpxord zmm9, zmm9, zmm9",
-        "vpxord zmm10, zmm10, zmm10",
-        "vpxord zmm11, zmm11, zmm11",
-        "vpxord zmm30, zmm30, zmm30",
-        "vpxord zmm31, zmm31, zmm31",
-        "2:",
-        "vfmadd231ps zmm0, zmm30, zmm31",
-        "vfmadd231ps zmm1, zmm30, zmm31",
-        "vfmadd231ps zmm2, zmm30, zmm31",
-        "vfmadd231ps zmm3, zmm30, zmm31",
-        "vfmadd231ps zmm4, zmm30, zmm31",
-        "vfmadd231ps zmm5, zmm30, zmm31",
-        "vfmadd231ps zmm6, zmm30, zmm31",
-        "vfmadd231ps zmm7, zmm30, zmm31",
-        "vfmadd231ps zmm8, zmm30, zmm31",
-        "vfmadd231ps zmm9, zmm30, zmm31",
-        "vfmadd231ps zmm10, zmm30, zmm31",
-        "vfmadd231ps zmm11, zmm30, zmm31",
-        "dec {n}",
-        "jnz 2b",
-        n = inout(reg) iters => _,
-        out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
-        out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
-        out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
-        out("zmm30") _, out("zmm31") _,
-        options(nostack, nomem),
-    );
-}
+probe!(
+    /// Twelve `vpdpwssd` (16 i32 lanes × 2 MACs), twelve accumulator chains: enough to cover the
+    /// instruction's latency on two ports.
+    vnni_int, "avx512f,avx512bw,avx512vnni", "vpxord",
+    [
+        "zmm0", "zmm1", "zmm2", "zmm3", "zmm4", "zmm5", "zmm6",
+        "zmm7", "zmm8", "zmm9", "zmm10", "zmm11", "zmm30", "zmm31",
+    ],
+    [
+        "vpdpwssd zmm0, zmm30, zmm31", "vpdpwssd zmm1, zmm30, zmm31",
+        "vpdpwssd zmm2, zmm30, zmm31", "vpdpwssd zmm3, zmm30, zmm31",
+        "vpdpwssd zmm4, zmm30, zmm31", "vpdpwssd zmm5, zmm30, zmm31",
+        "vpdpwssd zmm6, zmm30, zmm31", "vpdpwssd zmm7, zmm30, zmm31",
+        "vpdpwssd zmm8, zmm30, zmm31", "vpdpwssd zmm9, zmm30, zmm31",
+        "vpdpwssd zmm10, zmm30, zmm31", "vpdpwssd zmm11, zmm30, zmm31",
+    ]
+);
 
-/// Six `vpmaddwd` + `vpaddd` pairs (8 i32 lanes × 2 MACs per pair): the AVX2 tile's int8 step.
-#[target_feature(enable = "avx2")]
-unsafe fn avx2_int(iters: u64) {
-    asm!(
-        "vpxor ymm0, ymm0, ymm0",
-        "vpxor ymm1, ymm1, ymm1",
-        "vpxor ymm2, ymm2, ymm2",
-        "vpxor ymm3, ymm3, ymm3",
-        "vpxor ymm4, ymm4, ymm4",
-        "vpxor ymm5, ymm5, ymm5",
-        "vpxor ymm6, ymm6, ymm6",
-        "vpxor ymm7, ymm7, ymm7",
-        "vpxor ymm8, ymm8, ymm8",
-        "vpxor ymm9, ymm9, ymm9",
-        "vpxor ymm10, ymm10, ymm10",
-        "vpxor ymm11, ymm11, ymm11",
-        "vpxor ymm14, ymm14, ymm14",
-        "vpxor ymm15, ymm15, ymm15",
-        "2:",
-        "vpmaddwd ymm6, ymm14, ymm15",
-        "vpaddd ymm0, ymm0, ymm6",
-        "vpmaddwd ymm7, ymm14, ymm15",
-        "vpaddd ymm1, ymm1, ymm7",
-        "vpmaddwd ymm8, ymm14, ymm15",
-        "vpaddd ymm2, ymm2, ymm8",
-        "vpmaddwd ymm9, ymm14, ymm15",
-        "vpaddd ymm3, ymm3, ymm9",
-        "vpmaddwd ymm10, ymm14, ymm15",
-        "vpaddd ymm4, ymm4, ymm10",
-        "vpmaddwd ymm11, ymm14, ymm15",
-        "vpaddd ymm5, ymm5, ymm11",
-        "dec {n}",
-        "jnz 2b",
-        n = inout(reg) iters => _,
-        out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
-        out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-        out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
-        out("ymm14") _, out("ymm15") _,
-        options(nostack, nomem),
-    );
-}
+probe!(
+    /// Twelve `vfmadd231ps` zmm (16 MACs each), twelve chains.
+    avx512_float, "avx512f", "vpxord",
+    [
+        "zmm0", "zmm1", "zmm2", "zmm3", "zmm4", "zmm5", "zmm6",
+        "zmm7", "zmm8", "zmm9", "zmm10", "zmm11", "zmm30", "zmm31",
+    ],
+    [
+        "vfmadd231ps zmm0, zmm30, zmm31", "vfmadd231ps zmm1, zmm30, zmm31",
+        "vfmadd231ps zmm2, zmm30, zmm31", "vfmadd231ps zmm3, zmm30, zmm31",
+        "vfmadd231ps zmm4, zmm30, zmm31", "vfmadd231ps zmm5, zmm30, zmm31",
+        "vfmadd231ps zmm6, zmm30, zmm31", "vfmadd231ps zmm7, zmm30, zmm31",
+        "vfmadd231ps zmm8, zmm30, zmm31", "vfmadd231ps zmm9, zmm30, zmm31",
+        "vfmadd231ps zmm10, zmm30, zmm31", "vfmadd231ps zmm11, zmm30, zmm31",
+    ]
+);
 
-/// Twelve `vfmadd231ps` ymm (8 MACs each), twelve chains.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_float(iters: u64) {
-    asm!(
-        "vpxor ymm0, ymm0, ymm0",
-        "vpxor ymm1, ymm1, ymm1",
-        "vpxor ymm2, ymm2, ymm2",
-        "vpxor ymm3, ymm3, ymm3",
-        "vpxor ymm4, ymm4, ymm4",
-        "vpxor ymm5, ymm5, ymm5",
-        "vpxor ymm6, ymm6, ymm6",
-        "vpxor ymm7, ymm7, ymm7",
-        "vpxor ymm8, ymm8, ymm8",
-        "vpxor ymm9, ymm9, ymm9",
-        "vpxor ymm10, ymm10, ymm10",
-        "vpxor ymm11, ymm11, ymm11",
-        "vpxor ymm14, ymm14, ymm14",
-        "vpxor ymm15, ymm15, ymm15",
-        "2:",
-        "vfmadd231ps ymm0, ymm14, ymm15",
-        "vfmadd231ps ymm1, ymm14, ymm15",
-        "vfmadd231ps ymm2, ymm14, ymm15",
-        "vfmadd231ps ymm3, ymm14, ymm15",
-        "vfmadd231ps ymm4, ymm14, ymm15",
-        "vfmadd231ps ymm5, ymm14, ymm15",
-        "vfmadd231ps ymm6, ymm14, ymm15",
-        "vfmadd231ps ymm7, ymm14, ymm15",
-        "vfmadd231ps ymm8, ymm14, ymm15",
-        "vfmadd231ps ymm9, ymm14, ymm15",
-        "vfmadd231ps ymm10, ymm14, ymm15",
-        "vfmadd231ps ymm11, ymm14, ymm15",
-        "dec {n}",
-        "jnz 2b",
-        n = inout(reg) iters => _,
-        out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
-        out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-        out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
-        out("ymm14") _, out("ymm15") _,
-        options(nostack, nomem),
-    );
-}
+probe!(
+    /// Six `vpmaddwd` + `vpaddd` pairs (8 i32 lanes × 2 MACs per pair): the AVX2 tile's int8 step.
+    avx2_int, "avx2", "vpxor",
+    [
+        "ymm0", "ymm1", "ymm2", "ymm3", "ymm4", "ymm5", "ymm6",
+        "ymm7", "ymm8", "ymm9", "ymm10", "ymm11", "ymm14", "ymm15",
+    ],
+    [
+        "vpmaddwd ymm6, ymm14, ymm15", "vpaddd ymm0, ymm0, ymm6",
+        "vpmaddwd ymm7, ymm14, ymm15", "vpaddd ymm1, ymm1, ymm7",
+        "vpmaddwd ymm8, ymm14, ymm15", "vpaddd ymm2, ymm2, ymm8",
+        "vpmaddwd ymm9, ymm14, ymm15", "vpaddd ymm3, ymm3, ymm9",
+        "vpmaddwd ymm10, ymm14, ymm15", "vpaddd ymm4, ymm4, ymm10",
+        "vpmaddwd ymm11, ymm14, ymm15", "vpaddd ymm5, ymm5, ymm11",
+    ]
+);
+
+probe!(
+    /// Twelve `vfmadd231ps` ymm (8 MACs each), twelve chains.
+    avx2_float, "avx2,fma", "vpxor",
+    [
+        "ymm0", "ymm1", "ymm2", "ymm3", "ymm4", "ymm5", "ymm6",
+        "ymm7", "ymm8", "ymm9", "ymm10", "ymm11", "ymm14", "ymm15",
+    ],
+    [
+        "vfmadd231ps ymm0, ymm14, ymm15", "vfmadd231ps ymm1, ymm14, ymm15",
+        "vfmadd231ps ymm2, ymm14, ymm15", "vfmadd231ps ymm3, ymm14, ymm15",
+        "vfmadd231ps ymm4, ymm14, ymm15", "vfmadd231ps ymm5, ymm14, ymm15",
+        "vfmadd231ps ymm6, ymm14, ymm15", "vfmadd231ps ymm7, ymm14, ymm15",
+        "vfmadd231ps ymm8, ymm14, ymm15", "vfmadd231ps ymm9, ymm14, ymm15",
+        "vfmadd231ps ymm10, ymm14, ymm15", "vfmadd231ps ymm11, ymm14, ymm15",
+    ]
+);
 
 #[cfg(test)]
 mod tests {
