@@ -3,12 +3,16 @@
 //! ([`crate::train::finetune`]).
 //!
 //! ```text
-//! logits = logit_scale · f·Wᵀ + α · exp(−β(1 − f·Kᵀ)) · L
+//! logits = logit_scale · f·Wᵀ + α · exp(−β(1 − f·Kᵀ)) · L            (head "tip")
+//!        = logit_scale · f·Wᵀ + α_g · (f·W_gᵀ + b)                    (head "gda")
+//!        = logit_scale · f·Wᵀ + α · exp(…) · L + α_g · (f·W_gᵀ + b)   (head "both")
 //! ```
 //!
 //! The zero-shot term is a tiny N×C product ([`TipAdapter::zero_shot`]); the cache term is the
 //! affinity kernel ([`crate::kernel`]) over class-sorted keys, wherever they live (a memory-mapped
-//! adapter pack or an owned [`crate::pack::PackDraft`]).
+//! adapter pack or an owned [`crate::pack::PackDraft`]); the GDA term ([`GdaTerm`], Wang et al.,
+//! ICLR 2024) is one more N×C layer. The zero-shot and GDA terms together are the *base*
+//! ([`TipAdapter::base`]): what the α/β search holds fixed while it varies the cache term.
 
 use crate::error::{Error, Result};
 use crate::kernel::scalar::dot_f32;
@@ -69,6 +73,77 @@ impl AdapterParams {
     }
 }
 
+/// Which terms a classifier adds to the zero-shot term (FORMAT.md: the pack header's `head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Head {
+    /// Tip-Adapter's cache term (the keys).
+    #[default]
+    Tip,
+    /// The GDA layer alone; the keys are kept in the pack but not scored.
+    Gda,
+    /// Both terms.
+    Both,
+}
+
+impl Head {
+    pub const ALL: [Head; 3] = [Head::Tip, Head::Gda, Head::Both];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Head::Tip => "tip",
+            Head::Gda => "gda",
+            Head::Both => "both",
+        }
+    }
+    /// Whether the cache term (the keys) is scored.
+    pub fn uses_cache(self) -> bool {
+        self != Head::Gda
+    }
+    /// Whether the GDA term is scored.
+    pub fn uses_gda(self) -> bool {
+        self != Head::Tip
+    }
+}
+
+impl std::fmt::Display for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Head {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Head, String> {
+        Head::ALL
+            .into_iter()
+            .find(|h| h.name() == s)
+            .ok_or_else(|| format!("unknown head '{s}' (tip, gda, both, or auto)"))
+    }
+}
+
+/// The GDA head's term `α_g · (f·W_gᵀ + b)` over borrowed data: `weights` is `n_classes × dim`,
+/// row-major, `bias` one value per class (see [`crate::train::gda`] for the fit).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GdaTerm<'a> {
+    pub weights: &'a [f32],
+    pub bias: &'a [f32],
+    pub alpha: f32,
+}
+
+impl GdaTerm<'_> {
+    /// Adds `α_g · (f·W_gᵀ + b)` of one feature to `out` (one value per class).
+    pub fn add_to(&self, f: &[f32], out: &mut [f32]) {
+        let dim = f.len();
+        for ((o, w), b) in out
+            .iter_mut()
+            .zip(self.weights.chunks_exact(dim))
+            .zip(self.bias)
+        {
+            *o += self.alpha * (dot_f32(f, w) + b);
+        }
+    }
+}
+
 /// The Tip-Adapter model over borrowed data: class-sorted keys K (the values L are implicit in
 /// the class offsets), the zero-shot classifier W (`n_classes × dim`, unit-norm rows; absent for
 /// image-only backbones, which use the cache term alone) and the [`AdapterParams`]. Cheap to
@@ -78,6 +153,10 @@ pub struct TipAdapter<'a> {
     keys: Keys<'a>,
     classifier: Option<&'a [f32]>,
     params: AdapterParams,
+    /// The GDA term, when the head uses it.
+    gda: Option<GdaTerm<'a>>,
+    /// Whether the cache term is scored (false for the GDA head alone).
+    cache: bool,
 }
 
 impl<'a> TipAdapter<'a> {
@@ -101,7 +180,59 @@ impl<'a> TipAdapter<'a> {
             keys,
             classifier,
             params,
+            gda: None,
+            cache: true,
         })
+    }
+
+    /// The same model scored with `head`: `gda` must be given exactly when the head uses it,
+    /// with one row of the keys' dimension and one finite α per class.
+    pub fn with_head(self, head: Head, gda: Option<GdaTerm<'a>>) -> Result<TipAdapter<'a>> {
+        let (nc, dim) = (self.n_classes(), self.dim());
+        match (head.uses_gda(), gda) {
+            (false, _) => Ok(TipAdapter {
+                gda: None,
+                cache: true,
+                ..self
+            }),
+            (true, None) => Err(Error::Invalid(format!(
+                "head '{head}' needs a GDA layer, and there is none"
+            ))),
+            (true, Some(g)) => {
+                if g.weights.len() != nc * dim || g.bias.len() != nc {
+                    return Err(Error::Invalid(format!(
+                        "the GDA layer has {} weights and {} biases, the model {nc} classes × dim {dim}",
+                        g.weights.len(),
+                        g.bias.len()
+                    )));
+                }
+                if !g.alpha.is_finite() {
+                    return Err(Error::Invalid(format!(
+                        "the GDA layer's α is {} (must be finite)",
+                        g.alpha
+                    )));
+                }
+                Ok(TipAdapter {
+                    gda: Some(g),
+                    cache: head.uses_cache(),
+                    ..self
+                })
+            }
+        }
+    }
+
+    /// Which terms are scored.
+    pub fn head(&self) -> Head {
+        match (self.cache, self.gda.is_some()) {
+            (true, false) => Head::Tip,
+            (false, _) => Head::Gda,
+            (true, true) => Head::Both,
+        }
+    }
+
+    /// The GDA term, if the head scores it.
+    pub fn gda(&self) -> Option<GdaTerm<'a>> {
+        self.gda
     }
 
     /// The same keys and W with other parameters.
@@ -124,11 +255,7 @@ impl<'a> TipAdapter<'a> {
                 self.n_classes()
             )));
         }
-        Ok(TipAdapter {
-            keys,
-            classifier: self.classifier,
-            params: self.params,
-        })
+        Ok(TipAdapter { keys, ..self })
     }
 
     /// Without W: the cache term alone (the "cache-only" column of `tipedge eval`).
@@ -168,9 +295,18 @@ impl<'a> TipAdapter<'a> {
         }
     }
 
-    /// `logits = logit_scale·f·Wᵀ + α·exp(−β(1 − f·Kᵀ))·L` for up to [`MAX_BATCH`] unit-norm
-    /// queries (row-major `batch × dim` in, `batch × n_classes` out), reading the keys once for
-    /// the whole batch. Allocates nothing.
+    /// The terms the α/β search holds fixed: the zero-shot term plus, when the head has one,
+    /// the GDA term.
+    pub fn base(&self, f: &[f32], out: &mut [f32]) {
+        self.zero_shot(f, out);
+        if let Some(g) = &self.gda {
+            g.add_to(f, out);
+        }
+    }
+
+    /// `logits = base + α·exp(−β(1 − f·Kᵀ))·L` (the cache term only when the head scores it)
+    /// for up to [`MAX_BATCH`] unit-norm queries (row-major `batch × dim` in, `batch ×
+    /// n_classes` out), reading the keys once for the whole batch. Allocates nothing.
     pub fn logits_batch(
         &self,
         kernel: &Kernel,
@@ -202,6 +338,12 @@ impl<'a> TipAdapter<'a> {
                 scratch.class_sums.len() / MAX_BATCH
             )));
         }
+        if !self.cache {
+            for (f, o) in queries.chunks_exact(dim).zip(out.chunks_exact_mut(nc)) {
+                self.base(f, o);
+            }
+            return Ok(());
+        }
         let sums = &mut scratch.class_sums[..batch * nc];
         kernel
             .class_affinity(
@@ -217,7 +359,7 @@ impl<'a> TipAdapter<'a> {
             .zip(out.chunks_exact_mut(nc))
             .zip(sums.chunks_exact(nc))
         {
-            self.zero_shot(f, o);
+            self.base(f, o);
             for (o, s) in o.iter_mut().zip(s) {
                 *o += self.params.alpha * s;
             }

@@ -98,14 +98,13 @@ impl Classifier {
         Classifier { kernel, ..self }
     }
 
-    /// The Tip-Adapter model this classifier scores with: keys, W, parameters.
+    /// The model this classifier scores with: keys, W, the head (GDA layer) and parameters.
     pub fn model(&self) -> TipAdapter<'_> {
-        let (keys, w) = match &self.store {
-            Store::Mapped(p) => (p.keys(), p.text_classifier()),
-            Store::Owned(d) => (d.keys(), d.text_classifier()),
+        let m = match &self.store {
+            Store::Mapped(p) => p.model(),
+            Store::Owned(d) => d.model(),
         };
-        TipAdapter::new(keys, w, self.params)
-            .expect("a verified pack or a PackDraft has one W row per class")
+        m.with_params(self.params)
     }
 
     pub fn params(&self) -> AdapterParams {

@@ -9,10 +9,11 @@ use half::f16;
 use proptest::prelude::*;
 use std::ops::Range;
 use std::path::Path;
+use tipedge::adapter::{GdaTerm, Head};
 use tipedge::kernel::{self, Kernel, KeyData, KeyDtype, Keys, Scratch};
 use tipedge::pack::{
     self, encode, inspect, inspect_bytes, write_pack, write_with_alpha_beta, ChecksumStatus,
-    EncoderId, Expect, OwnedKeys, Pack, PackContents, Provenance, StoredShots,
+    EncoderId, Expect, OwnedKeys, Pack, PackContents, PackDraft, Provenance, StoredShots,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -118,6 +119,9 @@ impl Fixture {
             beta: 5.5,
             temperature: None,
             stored_shots: None,
+            head: Head::Tip,
+            gda: None,
+            choice: None,
             encoder: &self.encoder,
             provenance: &self.provenance,
         }
@@ -163,6 +167,9 @@ fn section_name(id: u32) -> &'static str {
         7 => "shot_features",
         8 => "shot_labels",
         9 => "shot_sources",
+        10 => "gda_weights",
+        11 => "gda_bias",
+        12 => "choice",
         _ => panic!("no section id {id}"),
     }
 }
@@ -858,14 +865,14 @@ fn wrong_magic_is_refused() {
 
 #[test]
 fn other_versions_are_refused_even_with_valid_checksums() {
-    for v in [0u32, 4, 0x0100_0000] {
+    for v in [0u32, 5, 0x0100_0000] {
         let mut b = Fixture::small().bytes();
         put_u32(&mut b, 8, v);
         recrc(&mut b);
         assert_refused(
             &b,
             &Expect::any(),
-            &["header: format version", "this build reads versions 1 to 3"],
+            &["header: format version", "this build reads versions 1 to 4"],
         );
     }
 }
@@ -1043,6 +1050,146 @@ fn version_3_stores_enrolled_shots() {
     put_u32(&mut b, 8, 2);
     recrc(&mut b);
     assert!(refusal(&b, &Expect::any()).contains("header:"));
+}
+
+/// Version 4 adds the head (code at offset 220: 1 tip, 2 gda, 3 both), the GDA α (224), the GDA
+/// layer (sections 10 and 11) and the choice record (12); written only when a pack has a GDA
+/// layer or a choice record, read back as written, every inconsistency refused with its
+/// section named.
+#[test]
+fn version_4_carries_the_head_and_the_choice() {
+    let fx = Fixture::small(); // dim 7, 3 classes
+    let weights: Vec<f32> = (0..3 * 7).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let bias = [0.25f32, -1.0, 2.0];
+    let choice = r#"{"rows":[{"recipe":"plain","head":"gda","val_top1":70.0}]}"#;
+    let gda = GdaTerm {
+        weights: &weights,
+        bias: &bias,
+        alpha: 0.1,
+    };
+    for head in [Head::Gda, Head::Both] {
+        let mut c = fx.contents();
+        c.head = head;
+        c.gda = Some(gda);
+        c.choice = Some(choice);
+        let b = encode(&c).unwrap();
+        assert_eq!(u32_at(&b, 8), 4);
+        assert_eq!(u32_at(&b, 220), if head == Head::Gda { 2 } else { 3 });
+        let pack = Pack::from_bytes(&b, &Expect::any()).unwrap();
+        assert_eq!(pack.head(), head);
+        assert_eq!(pack.gda(), Some(gda));
+        assert_eq!(pack.choice(), Some(choice));
+        assert_eq!(pack.model().head(), head);
+        // A copy through a draft writes the same bytes.
+        assert_eq!(encode(&PackDraft::from_pack(&pack).contents()).unwrap(), b);
+    }
+    // A choice record alone (head tip) is version 4 too; no GDA layer means α 0.
+    let mut c = fx.contents();
+    c.choice = Some(choice);
+    let tip4 = encode(&c).unwrap();
+    assert_eq!(
+        (u32_at(&tip4, 8), u32_at(&tip4, 220), u32_at(&tip4, 224)),
+        (4, 1, 0)
+    );
+    let pack = Pack::from_bytes(&tip4, &Expect::any()).unwrap();
+    assert_eq!((pack.head(), pack.gda()), (Head::Tip, None));
+
+    // The writer refuses what the reader would.
+    let mut c = fx.contents();
+    c.head = Head::Gda;
+    assert!(encode(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("needs a GDA layer"));
+    c.gda = Some(GdaTerm {
+        weights: &weights[..14],
+        ..gda
+    });
+    assert!(encode(&c).unwrap_err().to_string().contains("gda_weights"));
+    let mut c = fx.contents();
+    c.gda = Some(gda);
+    assert!(encode(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("has no GDA layer"));
+    let mut c = fx.contents();
+    c.choice = Some("line\nbreak");
+    c.choice = Some(
+        "line
+break",
+    );
+    assert!(encode(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("control character"));
+
+    // The reader, with every checksum valid.
+    let mut c = fx.contents();
+    c.head = Head::Both;
+    c.gda = Some(gda);
+    let v4 = encode(&c).unwrap();
+    let b = patched(&v4, "gda_weights", |s| {
+        s[4..8].copy_from_slice(&f32::NAN.to_le_bytes())
+    });
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'gda_weights': value 1 of the row of class 0 is NaN"],
+    );
+    let b = patched(&v4, "gda_bias", |s| {
+        s[8..12].copy_from_slice(&f32::INFINITY.to_le_bytes())
+    });
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'gda_bias'", "class 2 is inf"],
+    );
+    for (code, why) in [(0u32, "unknown head code 0"), (4, "unknown head code 4")] {
+        let mut b = v4.clone();
+        put_u32(&mut b, 220, code);
+        recrc(&mut b);
+        assert_refused(&b, &Expect::any(), &[why]);
+    }
+    // Head tip, but the GDA sections are there.
+    let mut b = v4.clone();
+    put_u32(&mut b, 220, 1);
+    put_u32(&mut b, 224, 0);
+    recrc(&mut b);
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'gda_weights': present, but the pack's head is 'tip'"],
+    );
+    let mut b = v4.clone();
+    b[224..228].copy_from_slice(&f32::NAN.to_le_bytes());
+    recrc(&mut b);
+    assert_refused(&b, &Expect::any(), &["header: GDA alpha is NaN"]);
+    let mut b = tip4.clone();
+    b[224..228].copy_from_slice(&0.5f32.to_le_bytes());
+    recrc(&mut b);
+    assert_refused(&b, &Expect::any(), &["head 'tip' has no GDA layer"]);
+    // Before version 4 the head bytes are reserved, and the sections unknown to that version.
+    let mut b = fx.bytes();
+    put_u32(&mut b, 220, 1);
+    recrc(&mut b);
+    assert_refused(&b, &Expect::any(), &["header: reserved bytes are not zero"]);
+    let mut b = tip4.clone();
+    put_u32(&mut b, 8, 1);
+    put_u32(&mut b, 220, 0);
+    recrc(&mut b);
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'choice': present, but version 1"],
+    );
+    // A GDA layer of another dimension: its length disagrees with the header's.
+    let mut b = v4.clone();
+    let (e, _) = section(&b, "gda_weights");
+    put_u64(&mut b, e + 16, 3 * 8 * 4);
+    recrc(&mut b);
+    assert!(refusal(&b, &Expect::any()).contains("gda_weights"));
+    let b = patched(&tip4, "choice", |s| s[0] = 0xff);
+    assert_refused(&b, &Expect::any(), &["section 'choice': not valid UTF-8"]);
 }
 
 #[test]
@@ -1619,4 +1766,23 @@ fn write_fuzz_seeds() {
     write("int8-w-v3-t", encode(&c).unwrap());
     c.temperature = None;
     write("int8-w-v3", encode(&c).unwrap());
+    // Version 4: a GDA layer (head both, with the stored shots), a GDA head alone, a choice
+    // record alone.
+    let weights: Vec<f32> = (0..3 * 7).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let gda = GdaTerm {
+        weights: &weights,
+        bias: &[0.25, -1.0, 2.0],
+        alpha: 0.1,
+    };
+    c.head = Head::Both;
+    c.gda = Some(gda);
+    c.choice = Some(r#"{"recipe":"plain","head":"both"}"#);
+    write("int8-w-v4-both", encode(&c).unwrap());
+    let mut c = fx.contents();
+    c.head = Head::Gda;
+    c.gda = Some(gda);
+    write("int8-w-v4-gda", encode(&c).unwrap());
+    let mut c = fx.contents();
+    c.choice = Some(r#"{"recipe":"flip","head":"tip"}"#);
+    write("int8-w-v4-choice", encode(&c).unwrap());
 }

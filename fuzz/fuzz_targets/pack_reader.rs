@@ -10,6 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tipedge::adapter::ScoreScratch;
 use tipedge::kernel::{Kernel, Scratch};
 use tipedge::pack::{inspect_bytes, Expect, Pack, HEADER_LEN};
 
@@ -67,6 +68,12 @@ fuzz_target!(|data: &[u8]| {
             Kernel::scalar()
                 .class_affinity(&q, &keys, pack.params().beta, &mut scratch, &mut out)
                 .expect("a verified pack scores");
+            // And the whole model, with its head (a GDA layer when the pack has one).
+            let _ = (pack.head(), pack.gda(), pack.choice());
+            let mut scores = ScoreScratch::new(keys.dim(), keys.n_classes());
+            pack.model()
+                .logits_batch(&Kernel::scalar(), &mut scores, &q, &mut out)
+                .expect("a verified pack's model scores");
         }
         Err(e) => assert!(!e.to_string().contains('\n'), "multi-line refusal: {e}"),
     }

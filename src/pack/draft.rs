@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::{write_pack, EncoderId, OwnedKeys, Pack, PackContents, Provenance, StoredShots};
-use crate::adapter::AdapterParams;
+use crate::adapter::{AdapterParams, GdaTerm, Head, TipAdapter};
 use crate::kernel::{class_offsets_of, l2_normalize_rows, KeyData, KeyDtype, Keys};
 use crate::{Error, Result};
 
@@ -18,6 +18,32 @@ pub struct AddedShots {
     pub new_class: bool,
     /// Keys added.
     pub keys: usize,
+}
+
+/// A GDA layer owned by a draft: `n_classes × dim` weights, one bias per class, and the α it is
+/// added with (see [`crate::adapter::GdaTerm`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedGda {
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub alpha: f32,
+}
+
+impl OwnedGda {
+    pub fn from_term(g: GdaTerm<'_>) -> OwnedGda {
+        OwnedGda {
+            weights: g.weights.to_vec(),
+            bias: g.bias.to_vec(),
+            alpha: g.alpha,
+        }
+    }
+    pub fn term(&self) -> GdaTerm<'_> {
+        GdaTerm {
+            weights: &self.weights,
+            bias: &self.bias,
+            alpha: self.alpha,
+        }
+    }
 }
 
 /// Everything a pack holds, owned. Keys are sorted by class (`class_offsets`), and `labels`
@@ -40,6 +66,11 @@ pub struct PackDraft {
     shot_features: Vec<f32>,
     shot_labels: Vec<u32>,
     shot_sources: Vec<String>,
+    /// The terms the pack scores with, and the GDA layer when the head uses it.
+    head: Head,
+    gda: Option<OwnedGda>,
+    /// How the recipe and head were chosen on validation (JSON), kept for the record.
+    pub choice: Option<String>,
 }
 
 impl PackDraft {
@@ -105,6 +136,9 @@ impl PackDraft {
             shot_features: Vec::new(),
             shot_labels: Vec::new(),
             shot_sources: Vec::new(),
+            head: Head::Tip,
+            gda: None,
+            choice: None,
         })
     }
 
@@ -133,7 +167,46 @@ impl PackDraft {
             shot_features: shots.map_or_else(Vec::new, |s| s.features.to_vec()),
             shot_labels: shots.map_or_else(Vec::new, |s| s.labels.to_vec()),
             shot_sources: shots.map_or_else(Vec::new, |s| s.sources.to_vec()),
+            head: pack.head(),
+            gda: pack.gda().map(OwnedGda::from_term),
+            choice: pack.choice().map(str::to_string),
         }
+    }
+
+    /// The terms the pack scores with.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+    /// The GDA layer, if the head uses one.
+    pub fn gda(&self) -> Option<&OwnedGda> {
+        self.gda.as_ref()
+    }
+
+    /// Scores with `head`; `gda` must be given exactly when the head uses it, with one row of
+    /// the keys' dimension per class, finite values and a finite α. On error the draft is
+    /// unchanged.
+    pub fn set_head(&mut self, head: Head, gda: Option<OwnedGda>) -> Result<()> {
+        let gda = gda.filter(|_| head.uses_gda());
+        if let Some(g) = &gda {
+            if g.weights.iter().chain(&g.bias).any(|v| !v.is_finite()) {
+                return Err(Error::Invalid(
+                    "the GDA layer has a value that is not finite".into(),
+                ));
+            }
+        }
+        // The model's own check of the shapes and α.
+        TipAdapter::new(self.keys(), self.text_classifier(), self.params)?
+            .with_head(head, gda.as_ref().map(OwnedGda::term))?;
+        self.head = head;
+        self.gda = gda;
+        Ok(())
+    }
+
+    /// The model this draft scores with: keys, W, α/β and the head.
+    pub fn model(&self) -> TipAdapter<'_> {
+        TipAdapter::new(self.keys(), self.text_classifier(), self.params)
+            .and_then(|m| m.with_head(self.head, self.gda.as_ref().map(OwnedGda::term)))
+            .expect("a PackDraft keeps W and its GDA layer consistent with its classes")
     }
 
     pub fn dim(&self) -> usize {
@@ -254,6 +327,14 @@ impl PackDraft {
                     self.class_names.join(", ")
                 )))
             }
+            (None, true) if self.gda.is_some() => {
+                return Err(Error::Invalid(format!(
+                    "enrol: the pack scores with a GDA layer fitted for {} classes, which has no \
+                     row for a new class '{name}'; rebuild the pack with the new class's shots \
+                     (cache build), or with --head tip",
+                    self.class_names.len()
+                )))
+            }
             (None, true) => {
                 if name.is_empty() || name.chars().any(char::is_control) {
                     return Err(Error::Invalid(format!(
@@ -326,6 +407,9 @@ impl PackDraft {
             beta: self.params.beta,
             temperature: self.temperature,
             stored_shots: self.stored_shots(),
+            head: self.head,
+            gda: self.gda.as_ref().map(OwnedGda::term),
+            choice: self.choice.as_deref(),
             encoder: &self.encoder,
             provenance: &self.provenance,
         }

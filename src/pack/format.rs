@@ -1,20 +1,25 @@
-//! The byte layout, versions 1 to 3 (FORMAT.md is the specification): constants, field offsets, section ids,
+//! The byte layout, versions 1 to 4 (FORMAT.md is the specification): constants, field offsets, section ids,
 //! and the decoding of the fixed header and the section table. Decoding here only reads; what a
 //! value must satisfy is decided in `verify`.
 
+use crate::adapter::Head;
 use crate::kernel::KeyDtype;
 
 /// First 8 bytes of every pack.
 pub const MAGIC: [u8; 8] = *b"TIPEPACK";
 /// The newest format version this build writes and reads: 2 adds the temperature of calibrated
 /// probabilities, 3 the stored shots (features, classes and sources of shots enrolled on a
-/// device). A writer uses the oldest version that holds the contents: a pack without stored
-/// shots or temperature is version 1, byte for byte what earlier builds wrote and read.
-pub const VERSION: u32 = 3;
+/// device), 4 the head (a GDA layer beside or instead of the cache) and the record of the
+/// validation choice. A writer uses the oldest version that holds the contents: a pack without
+/// stored shots, temperature, GDA layer or choice record is version 1, byte for byte what
+/// earlier builds wrote and read.
+pub const VERSION: u32 = 4;
 /// The version that added the temperature.
 pub const TEMPERATURE_VERSION: u32 = 2;
 /// The version that added stored shots.
 pub const SHOTS_VERSION: u32 = 3;
+/// The version that added the head (GDA layer) and the choice record.
+pub const HEAD_VERSION: u32 = 4;
 /// The oldest format version this build reads.
 pub const FIRST_VERSION: u32 = 1;
 /// Written as a little-endian u32: the bytes `4D 3C 2B 1A` on disk.
@@ -61,11 +66,15 @@ pub(crate) mod at {
     pub const TOOL_VERSION: usize = 184;
     /// Version 3: the number of stored shots (u32); reserved (zero) before.
     pub const STORED_SHOTS: usize = 216;
-    pub const RESERVED1: usize = 220;
+    /// Version 4: the head code (u32, 1 = tip, 2 = gda, 3 = both); reserved (zero) before.
+    pub const HEAD: usize = 220;
+    /// Version 4: the GDA term's α (f32; 0 when the head has no GDA layer); reserved before.
+    pub const GDA_ALPHA: usize = 224;
+    pub const RESERVED1: usize = 228;
     pub const HEADER_CRC: usize = 252;
 }
 
-/// The sections of a pack (7 to 9 from version 3). The discriminant is the id stored in the
+/// The sections of a pack (7 to 9 from version 3, 10 to 12 from version 4). The discriminant is the id stored in the
 /// section table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SectionId {
@@ -78,11 +87,14 @@ pub enum SectionId {
     ShotFeatures = 7,
     ShotLabels = 8,
     ShotSources = 9,
+    GdaWeights = 10,
+    GdaBias = 11,
+    Choice = 12,
 }
 
 impl SectionId {
     /// In id order, which is also the order the writer lays them out.
-    pub const ALL: [SectionId; 9] = [
+    pub const ALL: [SectionId; 12] = [
         SectionId::Keys,
         SectionId::KeyScales,
         SectionId::ClassOffsets,
@@ -92,6 +104,9 @@ impl SectionId {
         SectionId::ShotFeatures,
         SectionId::ShotLabels,
         SectionId::ShotSources,
+        SectionId::GdaWeights,
+        SectionId::GdaBias,
+        SectionId::Choice,
     ];
 
     pub fn code(self) -> u32 {
@@ -114,6 +129,9 @@ impl SectionId {
             SectionId::ShotFeatures => "shot_features",
             SectionId::ShotLabels => "shot_labels",
             SectionId::ShotSources => "shot_sources",
+            SectionId::GdaWeights => "gda_weights",
+            SectionId::GdaBias => "gda_bias",
+            SectionId::Choice => "choice",
         }
     }
 
@@ -125,6 +143,23 @@ impl SectionId {
 impl std::fmt::Display for SectionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+pub(crate) fn head_code(head: Head) -> u32 {
+    match head {
+        Head::Tip => 1,
+        Head::Gda => 2,
+        Head::Both => 3,
+    }
+}
+
+pub(crate) fn head_from_code(code: u32) -> Option<Head> {
+    match code {
+        1 => Some(Head::Tip),
+        2 => Some(Head::Gda),
+        3 => Some(Head::Both),
+        _ => None,
     }
 }
 
@@ -199,6 +234,10 @@ pub(crate) struct RawHeader {
     pub tool_version: [u8; TOOL_VERSION_LEN],
     /// Stored shots (version 3) or reserved zero.
     pub stored_shots: u32,
+    /// Head code (version 4) or reserved zero.
+    pub head: u32,
+    /// Bits of the GDA α (version 4) or reserved zero.
+    pub gda_alpha_bits: u32,
     pub reserved1_zero: bool,
     pub header_crc: u32,
 }
@@ -234,6 +273,8 @@ impl RawHeader {
             created_unix: u64_at(b, at::CREATED_UNIX) as i64,
             tool_version,
             stored_shots: u32_at(b, at::STORED_SHOTS),
+            head: u32_at(b, at::HEAD),
+            gda_alpha_bits: u32_at(b, at::GDA_ALPHA),
             reserved1_zero: b[at::RESERVED1..at::HEADER_CRC].iter().all(|&x| x == 0),
             header_crc: u32_at(b, at::HEADER_CRC),
         }

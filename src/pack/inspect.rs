@@ -79,6 +79,9 @@ pub struct Inspection {
     /// `None` when the pack passes full verification ([`super::Pack::open`] with no
     /// expectations); otherwise the one-line refusal `open` would give.
     pub problem: Option<String>,
+    /// The choice record (version 4: how the recipe and head were chosen on validation, JSON),
+    /// when the pack passes verification and has one.
+    pub choice: Option<String>,
 }
 
 /// Reports on the pack at `path`. Fails only when the header cannot be read at all (not a pack,
@@ -166,9 +169,10 @@ fn inspect_in(path: &Path, b: &[u8]) -> Result<Inspection> {
                 .collect()
         })
         .unwrap_or_default();
-    let problem = verify(b, &Expect::any())
-        .err()
-        .map(|r| Error::pack(path, r).to_string());
+    let (problem, choice) = match verify(b, &Expect::any()) {
+        Ok(layout) => (None, layout.choice),
+        Err(r) => (Some(Error::pack(path, r).to_string()), None),
+    };
     Ok(Inspection {
         file_len: b.len() as u64,
         header,
@@ -176,6 +180,7 @@ fn inspect_in(path: &Path, b: &[u8]) -> Result<Inspection> {
         sections,
         classes,
         problem,
+        choice,
     })
 }
 
@@ -207,6 +212,11 @@ impl fmt::Display for Inspection {
             "logit scale      {}   alpha {}   beta {}",
             h.logit_scale, h.alpha, h.beta
         )?;
+        if h.head.uses_gda() {
+            writeln!(f, "head             {} (GDA alpha {})", h.head, h.gda_alpha)?;
+        } else {
+            writeln!(f, "head             {}", h.head)?;
+        }
         match h.temperature {
             Some(t) => writeln!(
                 f,

@@ -22,10 +22,10 @@ mod reader;
 mod verify;
 mod writer;
 
-pub use draft::{AddedShots, PackDraft};
+pub use draft::{AddedShots, OwnedGda, PackDraft};
 pub use format::{
-    SectionId, ALIGN, ENCODER_NAME_LEN, FIRST_VERSION, HEADER_LEN, MAGIC, MAX_DIM, SHOTS_VERSION,
-    TEMPERATURE_VERSION, TOOL_VERSION_LEN, VERSION,
+    SectionId, ALIGN, ENCODER_NAME_LEN, FIRST_VERSION, HEADER_LEN, HEAD_VERSION, MAGIC, MAX_DIM,
+    SHOTS_VERSION, TEMPERATURE_VERSION, TOOL_VERSION_LEN, VERSION,
 };
 pub use inspect::{inspect, inspect_bytes, ChecksumStatus, ClassInfo, Inspection, SectionInfo};
 pub use reader::Pack;
@@ -33,7 +33,7 @@ pub use writer::{encode, write_pack, write_with_alpha_beta};
 #[cfg(feature = "runtime")]
 pub(crate) use writer::{write_atomically, write_atomically_as};
 
-use crate::adapter::AdapterParams;
+use crate::adapter::{AdapterParams, GdaTerm, Head};
 use crate::kernel::{self, KeyData, KeyDtype};
 use crate::{Error, Result};
 use half::f16;
@@ -133,6 +133,10 @@ pub struct Header {
     pub temperature: Option<f32>,
     /// Shots stored with the pack (version 3): their features, classes and sources.
     pub stored_shots: usize,
+    /// The terms the pack scores with (version 4; [`Head::Tip`] before).
+    pub head: Head,
+    /// α of the GDA term (version 4; 0 without a GDA layer).
+    pub gda_alpha: f32,
     pub encoder: EncoderId,
     pub provenance: Provenance,
 }
@@ -170,6 +174,14 @@ pub struct PackContents<'a> {
     pub temperature: Option<f32>,
     /// Shots stored with the pack; `Some` (non-empty) makes the pack version 3.
     pub stored_shots: Option<StoredShots<'a>>,
+    /// The terms the pack scores with; anything but [`Head::Tip`] makes the pack version 4.
+    pub head: Head,
+    /// The GDA layer (`n_classes × dim` weights, one bias per class, its α): given exactly when
+    /// `head` uses it.
+    pub gda: Option<GdaTerm<'a>>,
+    /// How the recipe and the head were chosen on validation (JSON, `cache build --val`);
+    /// `Some` makes the pack version 4. Kept for the record, never checked against anything.
+    pub choice: Option<&'a str>,
     pub encoder: &'a EncoderId,
     pub provenance: &'a Provenance,
 }

@@ -3,7 +3,7 @@
 use super::format::{AlignedBytes, SectionId, HEADER_LEN};
 use super::verify::{self, cast, Layout};
 use super::{EncoderId, Expect, Header, PackContents, Provenance, StoredShots};
-use crate::adapter::AdapterParams;
+use crate::adapter::{AdapterParams, GdaTerm, Head, TipAdapter};
 use crate::kernel::{KeyData, KeyDtype, Keys};
 use crate::{Error, Result};
 use memmap2::Mmap;
@@ -214,6 +214,34 @@ impl Pack {
         })
     }
 
+    /// The terms the pack scores with (version 4; `tip` before).
+    pub fn head(&self) -> Head {
+        self.layout.header.head
+    }
+
+    /// The GDA layer with its α, if the pack has one (version 4).
+    pub fn gda(&self) -> Option<GdaTerm<'_>> {
+        self.layout.header.head.uses_gda().then(|| GdaTerm {
+            weights: cast(self.section(SectionId::GdaWeights), SectionId::GdaWeights)
+                .expect("verified at open: GDA weights cast in place"),
+            bias: cast(self.section(SectionId::GdaBias), SectionId::GdaBias)
+                .expect("verified at open: GDA biases cast in place"),
+            alpha: self.layout.header.gda_alpha,
+        })
+    }
+
+    /// How the recipe and head were chosen on validation (JSON), if recorded (version 4).
+    pub fn choice(&self) -> Option<&str> {
+        self.layout.choice.as_deref()
+    }
+
+    /// The model this pack scores with: keys, W, α/β and the head.
+    pub fn model(&self) -> TipAdapter<'_> {
+        TipAdapter::new(self.keys(), self.text_classifier(), self.params())
+            .and_then(|m| m.with_head(self.head(), self.gda()))
+            .expect("verified at open: W and the GDA layer have one row per class")
+    }
+
     /// Everything in the pack, ready to write again (e.g. with new α and β).
     pub fn contents(&self) -> PackContents<'_> {
         let h = self.header();
@@ -229,6 +257,9 @@ impl Pack {
             beta: h.beta,
             temperature: h.temperature,
             stored_shots: self.stored_shots(),
+            head: h.head,
+            gda: self.gda(),
+            choice: self.choice(),
             encoder: &h.encoder,
             provenance: &h.provenance,
         }

@@ -7,10 +7,11 @@
 
 use super::format::{
     self, align_up, header_crc, RawEntry, RawHeader, SectionId, ENCODER_NAME_LEN, ENDIAN_MARKER,
-    ENTRY_LEN, FIRST_VERSION, HEADER_LEN, MAGIC, MAX_DIM, MAX_SECTIONS, SHOTS_VERSION,
-    TEMPERATURE_VERSION, TOOL_VERSION_LEN, VERSION,
+    ENTRY_LEN, FIRST_VERSION, HEADER_LEN, HEAD_VERSION, MAGIC, MAX_DIM, MAX_SECTIONS,
+    SHOTS_VERSION, TEMPERATURE_VERSION, TOOL_VERSION_LEN, VERSION,
 };
 use super::{EncoderId, Expect, Header, Provenance};
+use crate::adapter::Head;
 use crate::kernel::{KeyData, KeyDtype};
 use half::f16;
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ pub(crate) struct Layout {
     pub sections: SectionRanges,
     pub class_names: Vec<String>,
     pub shot_sources: Vec<String>,
+    /// The choice record (version 4), if present.
+    pub choice: Option<String>,
 }
 
 /// Checks everything; on success every section in `sections` may be cast in place.
@@ -73,12 +76,13 @@ pub(crate) fn verify(b: &[u8], expect: &Expect) -> Result<Layout, String> {
             }
         }
     }
-    let (class_names, shot_sources) = check_values(b, &header, &sections)?;
+    let (class_names, shot_sources, choice) = check_values(b, &header, &sections)?;
     Ok(Layout {
         header,
         sections,
         class_names,
         shot_sources,
+        choice,
     })
 }
 
@@ -174,6 +178,7 @@ pub(crate) fn decode_header(raw: &RawHeader, strict: bool) -> Result<Header, Str
         }
         if (raw.version < TEMPERATURE_VERSION && raw.temperature_bits != 0)
             || (raw.version < SHOTS_VERSION && raw.stored_shots != 0)
+            || (raw.version < HEAD_VERSION && (raw.head != 0 || raw.gda_alpha_bits != 0))
             || !raw.reserved1_zero
         {
             return Err("header: reserved bytes are not zero".into());
@@ -187,10 +192,32 @@ pub(crate) fn decode_header(raw: &RawHeader, strict: bool) -> Result<Header, Str
                 ));
             }
         }
-        if raw.version >= SHOTS_VERSION && raw.stored_shots == 0 {
+        if raw.version == SHOTS_VERSION && raw.stored_shots == 0 {
             return Err("header: version 3 without stored shots (write version 1 or 2)".into());
         }
+        if raw.version >= HEAD_VERSION {
+            let head = format::head_from_code(raw.head).ok_or_else(|| {
+                format!(
+                    "header: unknown head code {} (1 = tip, 2 = gda, 3 = both)",
+                    raw.head
+                )
+            })?;
+            let a = f32::from_bits(raw.gda_alpha_bits);
+            if !a.is_finite() {
+                return Err(format!("header: GDA alpha is {a} (must be finite)"));
+            }
+            if !head.uses_gda() && raw.gda_alpha_bits != 0 {
+                return Err(format!(
+                    "header: GDA alpha is {a}, but head '{head}' has no GDA layer (must be 0)"
+                ));
+            }
+        }
     }
+    let head = if raw.version >= HEAD_VERSION {
+        format::head_from_code(raw.head).unwrap_or_default()
+    } else {
+        Head::Tip
+    };
     Ok(Header {
         version: raw.version,
         file_len: raw.file_len,
@@ -207,6 +234,12 @@ pub(crate) fn decode_header(raw: &RawHeader, strict: bool) -> Result<Header, Str
             raw.stored_shots as usize
         } else {
             0
+        },
+        head,
+        gda_alpha: if raw.version >= HEAD_VERSION {
+            f32::from_bits(raw.gda_alpha_bits)
+        } else {
+            0.0
         },
         encoder: EncoderId {
             name,
@@ -273,7 +306,9 @@ fn expected_len(id: SectionId, h: &Header) -> Result<Option<u64>, String> {
             .checked_mul(dim)
             .and_then(|x| x.checked_mul(4)),
         SectionId::ShotLabels => Some(h.stored_shots as u64 * 4),
-        SectionId::ClassNames | SectionId::ShotSources => return Ok(None),
+        SectionId::GdaWeights => nc.checked_mul(dim).and_then(|x| x.checked_mul(4)),
+        SectionId::GdaBias => Some(nc * 4),
+        SectionId::ClassNames | SectionId::ShotSources | SectionId::Choice => return Ok(None),
     };
     v.map(Some).ok_or_else(|| {
         format!(
@@ -294,6 +329,9 @@ fn what_it_holds(id: SectionId, h: &Header) -> String {
         SectionId::ShotFeatures => format!("{} × {} f32 shot features", h.stored_shots, h.dim),
         SectionId::ShotLabels => format!("{} u32 shot labels", h.stored_shots),
         SectionId::ShotSources => "shot sources".into(),
+        SectionId::GdaWeights => format!("{} × {} f32 GDA weights", h.n_classes, h.dim),
+        SectionId::GdaBias => format!("{} f32 GDA biases", h.n_classes),
+        SectionId::Choice => "the choice record".into(),
     }
 }
 
@@ -354,6 +392,26 @@ fn check_table(b: &[u8], h: &Header, entries: &[RawEntry]) -> Result<SectionRang
                 ));
             }
             SectionId::ShotFeatures | SectionId::ShotLabels | SectionId::ShotSources => {}
+            SectionId::GdaWeights | SectionId::GdaBias if present != h.head.uses_gda() => {
+                return Err(format!(
+                    "section '{id}': {}, but the pack's head is '{}'{}",
+                    if present { "present" } else { "missing" },
+                    h.head,
+                    if h.version < HEAD_VERSION {
+                        format!(" (version {} has no GDA layer)", h.version)
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            SectionId::GdaWeights | SectionId::GdaBias => {}
+            SectionId::Choice if present && h.version < HEAD_VERSION => {
+                return Err(format!(
+                    "section '{id}': present, but version {} has no choice record",
+                    h.version
+                ));
+            }
+            SectionId::Choice => {}
             SectionId::KeyScales if h.key_dtype != KeyDtype::I8 && present => {
                 return Err(format!(
                     "section '{id}': present, but the keys are {} (only int8 keys have scales)",
@@ -364,6 +422,13 @@ fn check_table(b: &[u8], h: &Header, entries: &[RawEntry]) -> Result<SectionRang
             _ if !present => return Err(format!("section '{id}': missing")),
             _ => {}
         }
+    }
+    if h.version >= HEAD_VERSION && !h.head.uses_gda() && found[SectionId::Choice.index()].is_none()
+    {
+        return Err(
+            "header: version 4 without a GDA layer or a choice record (write an earlier version)"
+                .into(),
+        );
     }
     // Overlap and padding: walk the non-empty sections in file order. Empty sections occupy no
     // bytes and cannot overlap anything.
@@ -432,11 +497,9 @@ pub(crate) fn key_data<'b>(
 /// partition of the keys, labels agreeing with it, exactly `n_classes` good class names; stored
 /// shots with finite features, classes the pack has (no more shots of a class than its keys)
 /// and one source each.
-fn check_values(
-    b: &[u8],
-    h: &Header,
-    s: &SectionRanges,
-) -> Result<(Vec<String>, Vec<String>), String> {
+type Strings = (Vec<String>, Vec<String>, Option<String>);
+
+fn check_values(b: &[u8], h: &Header, s: &SectionRanges) -> Result<Strings, String> {
     let dim = h.dim;
     match key_data(b, h, s)? {
         KeyData::F32(v) => first_bad(v.iter().map(|x| (x.is_finite(), *x)), dim, "keys")?,
@@ -518,7 +581,26 @@ fn check_values(
             "shots",
         )?;
     }
-    Ok((names, sources))
+    if let Some(w) = section(b, s, SectionId::GdaWeights) {
+        let w: &[f32] = cast(w, SectionId::GdaWeights)?;
+        first_bad(w.iter().map(|x| (x.is_finite(), *x)), dim, "gda_weights")?;
+    }
+    if let Some(v) = section(b, s, SectionId::GdaBias) {
+        let v: &[f32] = cast(v, SectionId::GdaBias)?;
+        first_bad(v.iter().map(|x| (x.is_finite(), *x)), 1, "gda_bias")?;
+    }
+    let choice = match section(b, s, SectionId::Choice) {
+        None => None,
+        Some(c) => {
+            let c = std::str::from_utf8(c)
+                .map_err(|e| format!("section 'choice': not valid UTF-8 ({e})"))?;
+            if c.is_empty() || c.chars().any(char::is_control) {
+                return Err("section 'choice': empty or contains a control character".to_string());
+            }
+            Some(c.to_string())
+        }
+    };
+    Ok((names, sources, choice))
 }
 
 /// `n` NUL-terminated UTF-8 strings without control characters (empty ones allowed), one per
@@ -572,6 +654,7 @@ fn first_bad(
             match section {
                 "keys" => "key",
                 "shot_features" => "shot",
+                "gda_bias" => "the bias of class",
                 _ => "the row of class",
             },
             i / dim

@@ -3,7 +3,7 @@
 
 use super::format::{
     self, align_up, at, header_crc, AlignedBytes, RawEntry, SectionId, ENDIAN_MARKER, ENTRY_LEN,
-    FIRST_VERSION, HEADER_LEN, MAGIC, SHOTS_VERSION, TEMPERATURE_VERSION,
+    FIRST_VERSION, HEADER_LEN, HEAD_VERSION, MAGIC, SHOTS_VERSION, TEMPERATURE_VERSION,
 };
 use super::verify::{self, data_start};
 use super::{Expect, Pack, PackContents};
@@ -173,6 +173,28 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
         }
     }
 
+    let gda = match (c.head.uses_gda(), c.gda) {
+        (false, Some(_)) => {
+            return Err(format!(
+                "header: head '{}' has no GDA layer, but one was given",
+                c.head
+            ))
+        }
+        (true, None) => return Err(format!("header: head '{}' needs a GDA layer", c.head)),
+        (_, g) => g,
+    };
+    if let Some(g) = gda {
+        if Some(g.weights.len()) != n_classes.checked_mul(dim) || g.bias.len() != n_classes {
+            return Err(format!(
+                "section 'gda_weights': {} weights and {} biases, but {n_classes} classes × dim {dim} need {} and {n_classes}",
+                g.weights.len(),
+                g.bias.len(),
+                n_classes.saturating_mul(dim)
+            ));
+        }
+    }
+    let choice = c.choice;
+
     // Layout: sections in id order, each at the next multiple of ALIGN.
     let names_len: usize = c.class_names.iter().map(|n| n.len() + 1).sum();
     let value_bytes = format::value_bytes(c.key_data.dtype()) as usize;
@@ -191,6 +213,13 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
         present.push((SectionId::ShotLabels, sh.labels.len() * 4));
         let len = sh.sources.iter().map(|n| n.len() + 1).sum();
         present.push((SectionId::ShotSources, len));
+    }
+    if let Some(g) = gda {
+        present.push((SectionId::GdaWeights, g.weights.len() * 4));
+        present.push((SectionId::GdaBias, g.bias.len() * 4));
+    }
+    if let Some(text) = choice {
+        present.push((SectionId::Choice, text.len()));
     }
     let mut cursor = data_start(present.len());
     let mut placed = Vec::with_capacity(present.len());
@@ -241,6 +270,21 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
                     put_words(s, w, f32::to_le_bytes)
                 }
             }
+            SectionId::GdaWeights => {
+                if let Some(g) = gda {
+                    put_words(s, g.weights, f32::to_le_bytes)
+                }
+            }
+            SectionId::GdaBias => {
+                if let Some(g) = gda {
+                    put_words(s, g.bias, f32::to_le_bytes)
+                }
+            }
+            SectionId::Choice => {
+                if let Some(text) = choice {
+                    s.copy_from_slice(text.as_bytes())
+                }
+            }
         }
     }
     for (i, &(id, offset, len)) in placed.iter().enumerate() {
@@ -255,9 +299,11 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
         e.encode(&mut b[o..o + ENTRY_LEN]);
     }
     b[at::MAGIC..at::MAGIC + 8].copy_from_slice(&MAGIC);
-    // The oldest version that holds the contents: a pack without a temperature or stored
-    // shots is version 1, as earlier builds wrote it.
-    let version = if shots.is_some() {
+    // The oldest version that holds the contents: a pack without a temperature, stored shots,
+    // GDA layer or choice record is version 1, as earlier builds wrote it.
+    let version = if gda.is_some() || choice.is_some() {
+        HEAD_VERSION
+    } else if shots.is_some() {
         SHOTS_VERSION
     } else if c.temperature.is_some() {
         TEMPERATURE_VERSION
@@ -285,6 +331,10 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
     put_u64(b, at::SEED, c.provenance.seed);
     put_u64(b, at::CREATED_UNIX, c.provenance.created_unix as u64);
     put_u32(b, at::STORED_SHOTS, shots.map_or(0, |s| s.len() as u32));
+    if version >= HEAD_VERSION {
+        put_u32(b, at::HEAD, format::head_code(c.head));
+        put_f32(b, at::GDA_ALPHA, gda.map_or(0.0, |g| g.alpha));
+    }
     let tool = c.provenance.tool_version.as_bytes();
     b[at::TOOL_VERSION..at::TOOL_VERSION + tool.len()].copy_from_slice(tool);
     let crc = header_crc(b, placed.len());
