@@ -461,6 +461,46 @@ mod tests {
     }
 
     #[test]
+    fn a_gda_layer_keeps_its_classes() {
+        let mut d = draft(KeyDtype::I8, false);
+        let gda = OwnedGda {
+            weights: vec![0.5; 2 * 4],
+            bias: vec![0.0, 1.0],
+            alpha: 1.0,
+        };
+        // Shapes and values are checked; a refusal leaves the draft as it was.
+        let short = OwnedGda {
+            weights: vec![0.5; 4],
+            ..gda.clone()
+        };
+        assert!(d.set_head(Head::Gda, Some(short)).is_err());
+        let nan = OwnedGda {
+            bias: vec![f32::NAN, 0.0],
+            ..gda.clone()
+        };
+        assert!(d.set_head(Head::Both, Some(nan)).is_err());
+        assert!(d.set_head(Head::Gda, None).is_err());
+        assert_eq!((d.head(), d.gda()), (Head::Tip, None));
+        d.set_head(Head::Both, Some(gda.clone())).unwrap();
+        assert_eq!(d.model().head(), Head::Both);
+        // Shots of a known class are fine; a new class has no GDA row: refused, unchanged.
+        d.add_shots("a", &[1.0, 0.0, 0.0, 0.0], &src(1), false, None)
+            .unwrap();
+        let before = d.clone();
+        let e = d
+            .add_shots("c", &[0.0, 1.0, 0.0, 0.0], &src(1), true, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GDA layer fitted for 2 classes"), "{e}");
+        assert_eq!(d, before);
+        // Back to the cache alone: the layer goes, and new classes can be enrolled again.
+        d.set_head(Head::Tip, Some(gda)).unwrap();
+        assert_eq!(d.gda(), None);
+        d.add_shots("c", &[0.0, 1.0, 0.0, 0.0], &src(1), true, None)
+            .unwrap();
+    }
+
+    #[test]
     fn shots_go_after_their_class_and_leave_other_keys_bit_identical() {
         for dtype in [KeyDtype::I8, KeyDtype::F16, KeyDtype::F32] {
             let mut d = draft(dtype, false);
