@@ -309,6 +309,13 @@ pub struct InspectionRecord {
     pub beta: f32,
     /// The temperature of calibrated probabilities; `null` in a pack without one.
     pub temperature: Option<f32>,
+    /// The terms the pack scores with (`tip`, `gda`, `both`) and the GDA term's α.
+    pub head: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gda_alpha: Option<f32>,
+    /// How the recipe and head were chosen on validation (`cache build --val`), as recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choice: Option<serde_json::Value>,
     pub encoder: String,
     pub encoder_sha256: String,
     pub provenance: ProvenanceRecord,
@@ -334,6 +341,12 @@ impl InspectionRecord {
             alpha: h.alpha,
             beta: h.beta,
             temperature: h.temperature,
+            head: h.head.name(),
+            gda_alpha: h.head.uses_gda().then_some(h.gda_alpha),
+            choice: r
+                .choice
+                .as_deref()
+                .map(|c| serde_json::from_str(c).unwrap_or_else(|_| c.into())),
             encoder: h.encoder.name.clone(),
             encoder_sha256: h.encoder.sha256_hex(),
             provenance: ProvenanceRecord {

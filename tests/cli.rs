@@ -19,7 +19,8 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn demo_classifies_the_textile_example() {
-    let out = tipedge(&["demo"]);
+    // --no-val: plain keys at α 1.17, β 1, the cache alone.
+    let out = tipedge(&["demo", "--no-val"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(stdout.lines().count(), 48, "{stdout}");
@@ -28,11 +29,30 @@ fn demo_classifies_the_textile_example() {
     assert!(stdout
         .lines()
         .all(|l| l.contains("textile_") && (l.ends_with("ok") || l.ends_with("WRONG"))));
+
+    // The default: recipe and head chosen on the bundled validation split, never on the query
+    // images. On this example the choice beats the plain cache by 4 images (37/48 on the host
+    // it was measured on); the test asks only that it is not worse.
+    let out = tipedge(&["demo"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.lines().count(), 48, "{stdout}");
+    assert!(
+        stderr.contains("chosen on") && stderr.contains("examples/textile/val: recipe "),
+        "{stderr}"
+    );
+    let right: usize = stderr
+        .split("accuracy ")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {stderr}"));
+    assert!(right >= 33, "{stderr}");
 }
 
 #[test]
 fn json_is_one_object_per_image() {
-    let out = tipedge(&["demo", "--json", "-k", "2"]);
+    let out = tipedge(&["demo", "--no-val", "--json", "-k", "2"]);
     assert_eq!(out.status.code(), Some(0));
     let lines: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
@@ -939,28 +959,152 @@ fn cache_build_chooses_the_key_recipe_on_validation() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = r["recipes"].as_array().unwrap();
-    let names: Vec<&str> = rows.iter().map(|x| x["recipe"].as_str().unwrap()).collect();
-    assert_eq!(names, ["plain", "flip", "crop-0.8", "official"]);
-    let best = rows
+    // One row per recipe and head, recipes outer: the order ties are broken in.
+    let pairs: Vec<(&str, &str)> = rows
         .iter()
-        .map(|x| x["val_top1"].as_f64().unwrap())
-        .fold(f64::NEG_INFINITY, f64::max);
-    let first_best = rows
-        .iter()
-        .position(|x| x["val_top1"].as_f64().unwrap() == best)
-        .unwrap();
-    for (i, x) in rows.iter().enumerate() {
-        assert_eq!(x["chosen"], i == first_best, "{x}");
+        .map(|x| (x["recipe"].as_str().unwrap(), x["head"].as_str().unwrap()))
+        .collect();
+    let mut want = Vec::new();
+    for recipe in ["plain", "flip", "crop-0.8", "official"] {
+        for head in ["tip", "gda", "both"] {
+            want.push((recipe, head));
+        }
     }
-    assert_eq!(r["recipe"], names[first_best]);
-    assert_eq!(r["val_top1"].as_f64(), Some(best));
-    let chosen = &rows[first_best];
+    assert_eq!(pairs, want);
+    let score = |x: &serde_json::Value| x["val_top1"].as_f64().unwrap_or(f64::NEG_INFINITY);
+    // 2 shots, 2 passes: every head fits (GDA has spread within each class).
+    assert!(rows.iter().all(|x| x["val_top1"].is_f64()), "{r}");
+    let best = rows.iter().map(score).fold(f64::NEG_INFINITY, f64::max);
+    // The default rule: the first (simplest) within one binomial standard error of the best.
+    let p = best / 100.0;
+    let margin = 100.0 * (p * (1.0 - p) / 48.0).sqrt();
+    let kept = rows.iter().position(|x| score(x) >= best - margin).unwrap();
+    assert_eq!(r["select"], "one-se");
+    for (i, x) in rows.iter().enumerate() {
+        assert_eq!(x["chosen"], i == kept, "{x}");
+        assert_eq!(x["gda_alpha"].is_f64(), x["head"] != "tip", "{x}");
+    }
+    let chosen = &rows[kept];
+    assert_eq!(r["recipe"], chosen["recipe"]);
+    assert_eq!(r["head"], chosen["head"]);
+    assert_eq!(r["gda_alpha"], chosen["gda_alpha"]);
+    assert_eq!(r["val_top1"], chosen["val_top1"]);
     assert_eq!(
         (r["alpha"].clone(), r["beta"].clone()),
         (chosen["alpha"].clone(), chosen["beta"].clone())
     );
     assert_eq!(r["augment_epochs"], chosen["augment_epochs"]);
     assert!(r["temperature"].as_f64().is_some_and(|t| t > 0.0), "{r}");
+    // --select best: the first strictly best row.
+    let o = build(
+        "best.pack",
+        &["--val", val.to_str().unwrap(), "--select", "best"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let first_best = rows.iter().position(|x| score(x) == best).unwrap();
+    assert_eq!(b["recipes"][first_best]["chosen"], true, "{b}");
+    assert_eq!(b["val_top1"].as_f64(), Some(best));
+    // The pack records the choice, and scores with the chosen head.
+    let auto = dir.path().join("auto.pack");
+    let o = tipedge(&["inspect", "--json", auto.to_str().unwrap()]);
+    let i: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (i["ok"].clone(), i["version"].clone()),
+        (true.into(), 4.into())
+    );
+    assert_eq!(i["head"], r["head"]);
+    assert_eq!(i["choice"]["candidates"].as_array().unwrap().len(), 12);
+    assert_eq!(i["choice"]["val_images"], 48);
+    assert_eq!(i["choice"]["rule"], "one-se");
+    assert_eq!(
+        (i["choice"]["recipe"].clone(), i["choice"]["head"].clone()),
+        (r["recipe"].clone(), r["head"].clone())
+    );
+    // Each head asked for by name: eval shows the GDA layer beside the cache, the pack's head
+    // last (the headline).
+    for (head, headline) in [
+        ("gda", "gda"),
+        ("both", "tip_adapter+gda"),
+        ("tip", "tip_adapter"),
+    ] {
+        let out = format!("{head}.pack");
+        let o = build(
+            &out,
+            &[
+                "--val",
+                val.to_str().unwrap(),
+                "--recipe",
+                "flip",
+                "--head",
+                head,
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(b["head"], head);
+        let pack = dir.path().join(&out);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tipedge"));
+        c.args(["eval", "--json", "--no-feature-store", "--model"])
+            .arg(&model)
+            .arg("--pack")
+            .arg(&pack)
+            .arg("--test")
+            .arg(example.join("query"));
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(e["method"], headline, "{e}");
+        let methods = e["methods"].as_object().unwrap();
+        assert_eq!(methods.contains_key("gda"), head != "tip", "{e}");
+        assert!(methods.contains_key("tip_adapter") && methods.contains_key("zero_shot"));
+    }
+    // One unaugmented shot per class gives GDA no covariance: a clear line, nothing written.
+    let one = dir.path().join("one.pack");
+    let o = tipedge(&[
+        "cache",
+        "build",
+        "--no-feature-store",
+        "-k",
+        "1",
+        "--recipe",
+        "plain",
+        "--head",
+        "gda",
+        "--model",
+        model.to_str().unwrap(),
+        "--shots",
+        example.join("shots").to_str().unwrap(),
+        "--val",
+        val.to_str().unwrap(),
+        "--out",
+        one.to_str().unwrap(),
+    ]);
+    let said = text(&o.stdout) + &text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("no candidate recipe and head could be fitted")
+            && said.contains("do not vary within their classes"),
+        "{said}"
+    );
+    assert!(!one.exists());
+    // Neither tune nor finetune has anything to do on a GDA-only pack: refused, nothing written.
+    let gda = dir.path().join("gda.pack");
+    let tuned = dir.path().join("gda-tuned.pack");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tipedge"));
+    c.args(["tune", "--no-feature-store", "--model"])
+        .arg(&model)
+        .arg("--pack")
+        .arg(&gda)
+        .arg("--val")
+        .arg(&val)
+        .arg("--out")
+        .arg(&tuned);
+    let o = c.output().unwrap();
+    let said = text(&o.stdout) + &text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(said.contains("GDA layer alone"), "{said}");
+    assert!(!tuned.exists());
 
     // --recipe names one; without --val official is the default, byte for byte.
     let o = build("official.pack", &["--recipe", "official"]);
@@ -977,6 +1121,12 @@ fn cache_build_chooses_the_key_recipe_on_validation() {
     for (extra, why) in [
         (&["--recipe", "auto"][..], "add --val"),
         (&["--recipe", "zoom"][..], "unknown key recipe 'zoom'"),
+        (&["--head", "gda"][..], "--head gda needs --val"),
+        (&["--head", "auto"][..], "add --val"),
+        (
+            &["--head", "lda", "--val", val.to_str().unwrap()][..],
+            "unknown head 'lda'",
+        ),
     ] {
         let o = build("x.pack", extra);
         assert_eq!(o.status.code(), Some(2));

@@ -219,7 +219,8 @@ fn tip_adapter_f_steps_match_pytorch_adamw() {
 
 #[test]
 fn the_gradient_is_the_derivative_of_the_loss() {
-    // Central differences on a small random problem, without W (cache term only) and with.
+    // Central differences on a small random problem, without W (cache term only), with, and
+    // with a frozen GDA term too (a pack whose head is `both`).
     const D: usize = 8;
     let mut rng = tipedge::rng::Rng::new(11);
     let mut unit = |n: usize| {
@@ -233,7 +234,12 @@ fn the_gradient_is_the_derivative_of_the_loss() {
     let w = unit(3);
     let feats = unit(5);
     let targets = [0u32, 2, 1, 1, 0];
-    for classifier in [None, Some(w)] {
+    let gda = tipedge::pack::OwnedGda {
+        weights: unit(3).iter().map(|v| v * 4.0).collect(),
+        bias: vec![0.3, -0.2, 0.1],
+        alpha: 0.7,
+    };
+    for (classifier, gda) in [(None, None), (Some(w.clone()), None), (Some(w), Some(gda))] {
         let mut m = TipAdapterF::new(
             keys.clone(),
             vec![0, 0, 1, 1, 2, 2],
@@ -242,8 +248,19 @@ fn the_gradient_is_the_derivative_of_the_loss() {
             3,
             params(1.5, 3.0, 10.0),
         )
+        .unwrap()
+        .with_gda(gda.clone())
         .unwrap();
-        m.loss_and_grad(&feats, &targets);
+        let loss = m.loss_and_grad(&feats, &targets);
+        if gda.is_some() {
+            // The GDA term is in the logits the loss sees.
+            let without = m
+                .clone()
+                .with_gda(None)
+                .unwrap()
+                .loss_and_grad(&feats, &targets);
+            assert!((loss - without).abs() > 1e-3, "{loss} vs {without}");
+        }
         let g = m.grad().to_vec();
         for (i, &gi) in g.iter().enumerate() {
             let h = 1e-2f32;

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use tipedge::adapter::{DEFAULT_ALPHA, DEFAULT_BETA};
+use tipedge::adapter::{Head, DEFAULT_ALPHA, DEFAULT_BETA};
 use tipedge::encoder::ModelPaths;
 use tipedge::kernel::KeyDtype;
 use tipedge::train::build::{build_pack, BuildOptions, BuildRequest, ValSearch};
-use tipedge::train::recipes::RecipeName;
+use tipedge::train::keys::DEFAULT_AUGMENT_EPOCHS;
+use tipedge::train::recipes::{RecipeName, Selection};
 use tipedge::zeroshot::Templates;
 
 use super::common::{
@@ -33,6 +34,15 @@ pub enum CacheCommand {
     /// passes — α/β searched for each, and the best kept (ties go to the simpler recipe); the
     /// temperature is fitted there too. --json lists every candidate's validation top-1.
     /// --recipe names one recipe instead.
+    ///
+    /// With --val the head is chosen too (--head auto): the Tip-Adapter cache (tip), a GDA
+    /// layer fitted on the same views (gda: Wang et al., ICLR 2024; one class × dim layer,
+    /// cheaper per frame than the cache), or both added; each recipe is scored with each head
+    /// and one pair kept: by default (--select one-se) the simplest within one standard error of
+    /// the best validation top-1 — a difference the validation split cannot tell from noise
+    /// counts as a tie — simpler meaning recipe first (plain, flip, crop-0.8, official), then
+    /// head (tip, gda, both); --select best keeps the strictly best. The pack records every
+    /// candidate's validation score (`tipedge inspect` shows it).
     ///
     /// Then: `tipedge tune` picks α/β on a validation split (done already with --val),
     /// `tipedge finetune` trains the keys (Tip-Adapter-F), `tipedge eval` scores a test split.
@@ -66,7 +76,7 @@ pub struct BuildArgs {
     shots_per_class: Option<u32>,
     /// Augmented passes over the shots whose features are averaged into each key
     /// (Tip-Adapter's augment_epoch); 0 = one plain, unaugmented view per shot.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = DEFAULT_AUGMENT_EPOCHS)]
     augment_epochs: u32,
     /// Validation split (folder per class, or a split file): choose the key recipe and α/β on
     /// it (see above). Use a split apart from the shots and from the test images.
@@ -76,6 +86,16 @@ pub struct BuildArgs {
     /// official (Tip-Adapter's) [default: auto with --val, else official].
     #[arg(long)]
     recipe: Option<String>,
+    /// Head: auto (with --val: the best on validation), tip (the cache), gda (the GDA layer
+    /// alone), or both [default: auto with --val, else tip]. gda and both need --val: the GDA
+    /// term's α is chosen there.
+    #[arg(long)]
+    head: Option<String>,
+    /// With --val, how the recipe and head are picked: one-se (the simplest within one standard
+    /// error of the best validation top-1) or best (the strictly best; exact ties to the
+    /// simpler).
+    #[arg(long, default_value = "one-se")]
+    select: Selection,
     /// Seed of the shot draw and of the augmentations.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -125,6 +145,19 @@ fn build(args: BuildArgs) -> anyhow::Result<i32> {
         Some("auto") => anyhow::bail!("--recipe auto chooses on a validation split: add --val"),
         Some(name) => vec![name.parse().map_err(|e: String| anyhow::anyhow!(e))?],
     };
+    let heads: Vec<Head> = match args.head.as_deref() {
+        None | Some("auto") if args.val.is_some() => Head::ALL.to_vec(),
+        None | Some("tip") => vec![Head::Tip],
+        Some("auto") => anyhow::bail!("--head auto chooses on a validation split: add --val"),
+        Some(name) => {
+            let head: Head = name.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            anyhow::ensure!(
+                args.val.is_some(),
+                "--head {head} needs --val: the GDA term's α is chosen on a validation split"
+            );
+            vec![head]
+        }
+    };
     let paths = ModelPaths::resolve(&args.model)?;
     let encoder = load_image_encoder(&paths.image, &args.runtime.run_options())?;
     let grid = args.grid.grid()?;
@@ -155,6 +188,8 @@ fn build(args: BuildArgs) -> anyhow::Result<i32> {
             store: store.as_deref(),
             grid: &grid,
             recipes,
+            heads,
+            select: args.select,
             calibrate: !args.calibration.no_calibration,
         }),
         out: &args.out,
@@ -168,15 +203,22 @@ fn build(args: BuildArgs) -> anyhow::Result<i32> {
         print_json(&r);
     } else {
         for c in &r.recipes {
+            let score = match (c.val_top1, &c.note) {
+                (Some(t), _) => format!(
+                    "val top-1 {t:.1}% at α {} β {}{}",
+                    c.alpha,
+                    c.beta,
+                    c.gda_alpha.map_or(String::new(), |a| format!(" GDA α {a}"))
+                ),
+                (None, note) => format!("not fitted: {}", note.as_deref().unwrap_or("")),
+            };
             eprintln!(
-                "recipe {:<9} ({} passes{}): val top-1 {:.1}% at α {} β {}{}",
+                "recipe {:<9} head {:<4} ({} passes{}): {score}{}",
                 c.recipe,
+                c.head,
                 c.augment_epochs,
                 c.crop_scale
                     .map_or(String::new(), |(a, b)| format!(", crop {a:.1}–{b:.1}")),
-                c.val_top1,
-                c.alpha,
-                c.beta,
                 if c.chosen { "  ← kept" } else { "" }
             );
         }

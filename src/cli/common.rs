@@ -11,7 +11,7 @@ use tipedge::encoder::{ImageEncoder, Precision, RunOptions};
 use tipedge::preprocess::DecodeLimits;
 use tipedge::progress::Progress;
 use tipedge::train::features::FeatureStore;
-use tipedge::train::search::{Grid, TieBreak};
+use tipedge::train::search::{Grid, TieBreak, DEFAULT_SEARCH_SCALE, DEFAULT_SEARCH_STEPS};
 
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
@@ -180,10 +180,10 @@ pub struct CalibrationArgs {
 #[derive(Args, Debug, Clone)]
 pub struct GridArgs {
     /// Largest β and largest α of the grid (Tip-Adapter's search_scale).
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [7.0, 3.0], value_name = "BETA_MAX,ALPHA_MAX")]
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = DEFAULT_SEARCH_SCALE, value_name = "BETA_MAX,ALPHA_MAX")]
     pub search_scale: Vec<f64>,
     /// Number of β and of α values (Tip-Adapter's search_step).
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [200, 20], value_name = "BETA_STEPS,ALPHA_STEPS")]
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = DEFAULT_SEARCH_STEPS, value_name = "BETA_STEPS,ALPHA_STEPS")]
     pub search_step: Vec<usize>,
     /// Which of equally accurate grid points to keep: official (the first in β-then-α order:
     /// the smallest β and α, Tip-Adapter's search_hp) or plateau (the point deepest inside the

@@ -35,6 +35,23 @@ pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
     })
 }
 
+/// The parts of the choice record the text form shows.
+#[derive(serde::Deserialize)]
+struct Choice {
+    val_images: usize,
+    recipe: String,
+    head: String,
+    candidates: Vec<ChoiceRow>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceRow {
+    recipe: String,
+    head: String,
+    val_top1: Option<f64>,
+    chosen: bool,
+}
+
 fn print_text(path: &std::path::Path, r: &Inspection) {
     let h = &r.header;
     println!("{}", path.display());
@@ -50,6 +67,22 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
         "  scoring     logit scale {}, α {}, β {}",
         h.logit_scale, h.alpha, h.beta
     );
+    if h.head.uses_gda() {
+        println!(
+            "  head        {}: GDA layer ({} × dim {}) with α {}{}",
+            h.head,
+            h.n_classes,
+            h.dim,
+            h.gda_alpha,
+            if h.head.uses_cache() {
+                ", plus the cache"
+            } else {
+                "; the keys are kept but not scored"
+            }
+        );
+    } else {
+        println!("  head        tip: the Tip-Adapter cache");
+    }
     match h.temperature {
         Some(t) => {
             println!("  calibrated  temperature {t}: probabilities are softmax(logits / {t})")
@@ -86,6 +119,28 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
                 "    {i:>4}  {:<32} {} keys",
                 c.name.as_deref().unwrap_or("?"),
                 c.keys
+            );
+        }
+    }
+    if let Some(c) = r
+        .choice
+        .as_deref()
+        .and_then(|c| serde_json::from_str::<Choice>(c).ok())
+    {
+        println!(
+            "  chosen on   {} validation images: recipe {}, head {}",
+            c.val_images, c.recipe, c.head
+        );
+        for row in &c.candidates {
+            let score = match row.val_top1 {
+                Some(t) => format!("{t:>5.1}%"),
+                None => "   — ".into(),
+            };
+            println!(
+                "    {:<9} {:<4} val top-1 {score}{}",
+                row.recipe,
+                row.head,
+                if row.chosen { "  ← kept" } else { "" }
             );
         }
     }

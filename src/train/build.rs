@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::adapter::{AdapterParams, TipAdapter};
+use crate::adapter::{AdapterParams, Head};
 use crate::classifier::Classifier;
 use crate::dataset::LabelledSet;
 use crate::embed::Skipped;
@@ -20,7 +20,9 @@ use crate::sidecar::Family;
 use crate::train::calibration::calibrate;
 use crate::train::features::encode_labelled;
 use crate::train::keys::{build_keys, KeyRecipe};
-use crate::train::recipes::{choose_recipe, RecipeName, RecipeScore};
+use crate::train::recipes::{
+    choice_record, choose_recipe, RecipeChoice, RecipeName, RecipeScore, Selection,
+};
 use crate::train::search::Grid;
 use crate::zeroshot::{text_classifier, Templates};
 
@@ -49,6 +51,10 @@ pub struct Built {
     pub class_folders: Vec<String>,
     /// Unreadable shots, left out.
     pub skipped: Vec<Skipped>,
+    /// Every view of every readable shot, unit norm, with its class (what a GDA head is fitted
+    /// on; see [`crate::train::keys::ShotKeys::views`]). Empty for zero-shot.
+    pub views: Vec<f32>,
+    pub view_labels: Vec<u32>,
 }
 
 /// The version string packs record.
@@ -130,6 +136,7 @@ pub fn build_with_classifier(
         logit_scale: logit_scale_of(encoder),
     };
     params.check()?;
+    let (views, view_labels) = (keys.views, keys.view_labels);
     let mut draft = PackDraft::from_f32_keys(
         keys.dim,
         keys.keys,
@@ -145,6 +152,8 @@ pub fn build_with_classifier(
         draft,
         class_folders: shots.classes.iter().map(|c| c.folder.clone()).collect(),
         skipped: keys.skipped,
+        views,
+        view_labels,
     })
 }
 
@@ -190,6 +199,8 @@ pub fn build_zero_shot(
         draft,
         class_folders: classes.to_vec(),
         skipped: Vec::new(),
+        views: Vec::new(),
+        view_labels: Vec::new(),
     })
 }
 
@@ -232,6 +243,10 @@ pub struct ValSearch<'a> {
     pub grid: &'a Grid,
     /// In order of simplicity: ties keep the earlier.
     pub recipes: Vec<RecipeName>,
+    /// The heads to choose from, in the order ties keep (`tip` first).
+    pub heads: Vec<Head>,
+    /// How the candidate is picked from the validation scores.
+    pub select: Selection,
     /// Fit the temperature of calibrated probabilities at the chosen point.
     pub calibrate: bool,
 }
@@ -258,6 +273,13 @@ pub struct BuildReport {
     /// validation top-1 and the temperature fitted there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipe: Option<&'static str>,
+    /// With --val: the rule that picked the recipe and head (`one-se` or `best`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub select: Option<&'static str>,
+    /// The terms the pack scores with (`tip`, `gda`, `both`) and the GDA term's α.
+    pub head: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gda_alpha: Option<f32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recipes: Vec<RecipeScore>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,6 +289,48 @@ pub struct BuildReport {
     /// One line per unreadable shot.
     pub skipped: Vec<String>,
     pub seconds: f64,
+}
+
+/// The cache of `shots` with the key recipe, head and parameters chosen on `val`'s split
+/// ([`choose_recipe`]), the choice recorded in the draft and, if asked, the temperature fitted
+/// there: what `cache build --val` writes and `classify --shots --val` scores with.
+pub fn build_chosen_on_val(
+    encoder: &ImageEncoder,
+    model: &ModelPaths,
+    shots: &LabelledSet,
+    options: &BuildOptions,
+    val: &ValSearch<'_>,
+    progress: &mut dyn Progress,
+) -> Result<RecipeChoice> {
+    let split = encode_labelled(
+        encoder,
+        val.split,
+        &shots.class_names(),
+        val.store,
+        options.limits,
+        "val",
+        progress,
+    )?;
+    let mut choice = choose_recipe(
+        encoder,
+        model,
+        shots,
+        options,
+        &val.recipes,
+        &val.heads,
+        val.select,
+        &split,
+        val.grid,
+        progress,
+    )?;
+    let record = choice_record(&choice, split.labels.len());
+    let d = &mut choice.built.draft;
+    d.choice = Some(record);
+    if val.calibrate {
+        d.temperature =
+            calibrate(&d.model(), &split.features, &split.labels, progress)?.temperature;
+    }
+    Ok(choice)
 }
 
 /// `tipedge cache build`: draws the shots, builds the draft, writes the pack atomically.
@@ -286,31 +350,19 @@ pub fn build_pack(
             None,
         ),
         Some(v) => {
-            let val = encode_labelled(
-                encoder,
-                v.split,
-                &shots.class_names(),
-                v.store,
-                request.options.limits,
-                "val",
-                progress,
-            )?;
-            let mut choice = choose_recipe(
+            let choice = build_chosen_on_val(
                 encoder,
                 request.model,
                 &shots,
                 &request.options,
-                &v.recipes,
-                &val,
-                v.grid,
+                v,
                 progress,
             )?;
-            let d = &mut choice.built.draft;
-            if v.calibrate {
-                let m = TipAdapter::new(d.keys(), d.text_classifier(), d.params)?;
-                d.temperature = calibrate(&m, &val.features, &val.labels, progress)?.temperature;
-            }
-            let top1 = choice.scores.iter().find(|s| s.chosen).map(|s| s.val_top1);
+            let top1 = choice
+                .scores
+                .iter()
+                .find(|s| s.chosen)
+                .and_then(|s| s.val_top1);
             (choice.built, Some((choice.chosen, choice.scores, top1)))
         }
     };
@@ -333,6 +385,9 @@ pub fn build_pack(
         encoder_sha256: d.encoder.sha256_hex(),
         bytes,
         recipe: choice.as_ref().map(|c| c.0.name()),
+        select: request.val.as_ref().map(|v| v.select.name()),
+        head: d.head().name(),
+        gda_alpha: d.gda().map(|g| g.alpha),
         val_top1: choice.as_ref().and_then(|c| c.2),
         temperature: d.temperature,
         recipes: choice.map(|c| c.1).unwrap_or_default(),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::ser::SerializeMap;
 
-use crate::adapter::TipAdapter;
+use crate::adapter::{Head, TipAdapter};
 use crate::encoder::ImageEncoder;
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
@@ -230,9 +230,25 @@ pub fn evaluate(
         .with_params(pack.params().with_alpha_beta(1.0, pack.params().beta));
     scored.push(("cache_only", logits_of(&cache_only, &test.features, false)?));
     scored.push(("tip_adapter", logits_of(&tip, &test.features, false)?));
+    // A pack with a GDA layer: the GDA head alone, then (head `both`) both; the pack's own head
+    // stays the headline (last).
+    if let Some(g) = pack.gda() {
+        let gda = tip.with_head(Head::Gda, Some(g))?;
+        scored.push(("gda", logits_of(&gda, &test.features, false)?));
+        if pack.head() == Head::Both {
+            scored.push((
+                "tip_adapter+gda",
+                logits_of(&pack.model(), &test.features, false)?,
+            ));
+        }
+    }
     if let Some(f) = &finetuned {
-        let tip_f = TipAdapter::new(f.keys(), f.text_classifier(), f.params())?;
-        scored.push(("tip_adapter_f", logits_of(&tip_f, &test.features, false)?));
+        let name = if f.head() == Head::Both {
+            "tip_adapter_f+gda"
+        } else {
+            "tip_adapter_f"
+        };
+        scored.push((name, logits_of(&f.model(), &test.features, false)?));
     }
     let methods = scored
         .iter()
@@ -265,7 +281,7 @@ pub fn evaluate(
 
     let surface = match request.surface {
         Some(grid) => {
-            let model = TipAdapter::new(shown.keys(), shown.text_classifier(), shown.params())?;
+            let model = shown.model();
             let accuracy = search(
                 &model,
                 &test.features,

@@ -12,10 +12,11 @@
 //! after the square root) with cosine annealing stepped once per iteration; keys are not
 //! renormalised after training.
 
-use crate::adapter::{AdapterParams, TipAdapter};
+use crate::adapter::{AdapterParams, Head, TipAdapter};
 use crate::error::{Error, Result};
 use crate::kernel::scalar::dot_f32 as dot;
 use crate::kernel::{class_offsets_of, KeyData, Keys};
+use crate::pack::OwnedGda;
 use crate::rng::{derive_seed, Rng};
 
 /// The optimiser settings of the official code and the paper.
@@ -114,6 +115,8 @@ pub struct TipAdapterF {
     classifier: Option<Vec<f32>>,
     dim: usize,
     params: AdapterParams,
+    /// A frozen GDA term added to the logits (a pack whose head is `both`).
+    gda: Option<OwnedGda>,
     grad: Vec<f32>,
     aff: Vec<f32>,
     delta: Vec<f32>,
@@ -156,6 +159,7 @@ impl TipAdapterF {
             classifier,
             dim,
             params,
+            gda: None,
             aff: Vec::new(),
             delta: Vec::new(),
         };
@@ -164,11 +168,25 @@ impl TipAdapterF {
         Ok(f)
     }
 
+    /// Trains the keys with a frozen GDA term in the logits (the keys of a pack whose head is
+    /// `both`); `None` leaves the model as it is.
+    pub fn with_gda(self, gda: Option<OwnedGda>) -> Result<TipAdapterF> {
+        let f = TipAdapterF { gda, ..self };
+        f.model()?;
+        Ok(f)
+    }
+
     /// The model at the current keys (for the zero-shot term, validation and the α/β search).
     pub fn model(&self) -> Result<TipAdapter<'_>> {
         let keys = Keys::new(self.dim, KeyData::F32(&self.keys), &self.class_offsets)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        TipAdapter::new(keys, self.classifier.as_deref(), self.params)
+        let head = if self.gda.is_some() {
+            Head::Both
+        } else {
+            Head::Tip
+        };
+        TipAdapter::new(keys, self.classifier.as_deref(), self.params)?
+            .with_head(head, self.gda.as_ref().map(OwnedGda::term))
     }
 
     pub fn dim(&self) -> usize {
@@ -202,6 +220,7 @@ impl TipAdapterF {
             labels,
             classifier,
             params,
+            gda,
             grad,
             aff,
             delta,
@@ -222,13 +241,17 @@ impl TipAdapterF {
             classifier.as_deref(),
             *params,
         )
-        .expect("checked at construction: W has one row per class");
+        .and_then(|m| match gda {
+            Some(g) => m.with_head(Head::Both, Some(g.term())),
+            None => Ok(m),
+        })
+        .expect("checked at construction: W and the GDA layer have one row per class");
         let mut loss = 0f64;
         let mut z = vec![0f32; nc];
         let mut cache = vec![0f32; nc];
         for bi in 0..b {
             let f = &features[bi * dim..(bi + 1) * dim];
-            model.zero_shot(f, &mut z);
+            model.base(f, &mut z);
             cache.fill(0.0);
             for (a, &l) in aff[bi * nk..(bi + 1) * nk].iter().zip(labels.iter()) {
                 cache[l as usize] += a;

@@ -6,13 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::adapter::{AdapterParams, TipAdapter};
+use crate::adapter::{AdapterParams, Head, TipAdapter};
 use crate::dataset::LabelledSet;
 use crate::embed::Embedder;
 use crate::encoder::ImageEncoder;
 use crate::error::{Error, Result};
 use crate::kernel::{KeyData, KeyDtype, Keys};
-use crate::pack::{write_pack, Pack, PackDraft};
+use crate::pack::{write_pack, OwnedGda, Pack, PackDraft};
 use crate::preprocess::augment::{AugmentPass, Augmentation};
 use crate::preprocess::DecodeLimits;
 use crate::progress::Progress;
@@ -205,6 +205,13 @@ pub fn finetune_pack(
         ));
     }
     let pack = Pack::open(request.pack, &encoder.expect())?;
+    if pack.head() == Head::Gda {
+        return Err(Error::pack(
+            request.pack,
+            "the pack scores with its GDA layer alone, so its cache keys are not used and there \
+             is nothing to fine-tune (build it with --head tip or both)",
+        ));
+    }
     let dim = pack.dim();
     let classes = pack.class_names().to_vec();
     let prov = pack.provenance().clone();
@@ -280,7 +287,7 @@ pub fn finetune_pack(
     };
     let dtype = request.key_dtype.unwrap_or(pack.key_dtype());
     // What the device runs today: the input pack as stored, at its own α/β.
-    let input_model = TipAdapter::new(pack.keys(), pack.text_classifier(), pack.params())?;
+    let input_model = pack.model();
     let input_val_top1 = accuracy_at_params(&input_model, &val.features, &val.labels)?;
 
     let candidates = request.views.candidates();
@@ -308,7 +315,8 @@ pub fn finetune_pack(
             dim,
             classes.len(),
             train_params,
-        )?;
+        )?
+        .with_gda(pack.gda().map(OwnedGda::from_term))?;
         // Plain views are the same every epoch: encoded once.
         let mut plain: Option<(Vec<f32>, Vec<u32>)> = None;
         let trained = train(
@@ -363,12 +371,13 @@ pub fn finetune_pack(
         let t_s = Instant::now();
         let best_keys = Keys::new(dim, KeyData::F32(&trained.keys), offsets)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        let m = TipAdapter::new(best_keys, pack.text_classifier(), train_params)?;
+        let m = TipAdapter::new(best_keys, pack.text_classifier(), train_params)?
+            .with_head(pack.head(), pack.gda())?;
         let tuned = tune_model(&m, &val.features, &val.labels, request.grid, progress)?;
         let mut draft = PackDraft::from_pack(&pack);
         draft.set_keys_f32(&trained.keys, dtype)?;
         draft.params = pack.params().with_alpha_beta(tuned.alpha, tuned.beta);
-        let stored = TipAdapter::new(draft.keys(), draft.text_classifier(), draft.params)?;
+        let stored = draft.model();
         let val_top1 = accuracy_at_params(&stored, &val.features, &val.labels)?;
         t_search += t_s.elapsed().as_secs_f64();
         scores.push(ViewsScore {
@@ -417,7 +426,7 @@ pub fn finetune_pack(
         None
     } else {
         // The temperature of the model a device will run: the keys as stored, not the f32 ones.
-        let stored = TipAdapter::new(draft.keys(), draft.text_classifier(), draft.params)?;
+        let stored = draft.model();
         let calibration = request
             .calibrate
             .then(|| calibrate(&stored, &val.features, &val.labels, progress))

@@ -24,6 +24,13 @@
 //! The official α grid is `[1e-4, 1e-3, 1e-2, 0.1, 1, 10, 100]`, keeping the first strictly best
 //! validation accuracy (starting from α = 0.1 at accuracy 0). The official ImageNet script
 //! selects α on the test features; tipedge selects on validation.
+//!
+//! Where it runs: `cache build --val` fits the layer on the views each key recipe averaged into
+//! its keys (with the plain recipe, one view per shot: at 1 shot per class there is no spread,
+//! and that head is reported as not fitted), scores it alone and beside the cache, and stores
+//! the chosen head in the pack (format version 4, `adapter::GdaTerm`). With an image-only
+//! backbone and the layer alone, no α changes a prediction, so α = 1 is stored instead of the
+//! grid's first point (`recipes::GDA_ALONE_ALPHA`).
 
 use nalgebra::{DMatrix, DVector};
 

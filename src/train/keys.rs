@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 use crate::preprocess::augment::{AugmentPass, Augmentation};
 use crate::preprocess::DecodeLimits;
 
+/// Tip-Adapter's `augment_epoch` (10 in its configs): `cache build`'s default passes.
+pub const DEFAULT_AUGMENT_EPOCHS: u32 = 10;
+
 /// How the cache keys are drawn from the shots.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KeyRecipe {
@@ -39,6 +42,11 @@ pub struct ShotKeys {
     pub keys: Vec<f32>,
     /// The class of each key (index into the shot set's classes).
     pub labels: Vec<u32>,
+    /// Every view the keys were averaged from, each L2-normalised on its own
+    /// (`view_labels.len() × dim`, pass by pass): what the GDA head is fitted on, as the official
+    /// code fits it on the unit-norm features of every augmented view. With 0 passes, the keys.
+    pub views: Vec<f32>,
+    pub view_labels: Vec<u32>,
     /// Unreadable shots, left out.
     pub skipped: Vec<Skipped>,
 }
@@ -62,6 +70,7 @@ pub fn build_keys(
     let dim = encoder.dim();
     let passes = recipe.augment_epochs.max(1) as usize;
     let mut sums = vec![0f64; paths.len() * dim];
+    let mut views = vec![0f32; passes * paths.len() * dim];
     let mut failed: Vec<Option<Skipped>> = vec![None; paths.len()];
     let mut embedder = Embedder::new(encoder, limits)?;
     embedder.set_normalize(recipe.augment_epochs == 0);
@@ -78,6 +87,9 @@ pub fn build_keys(
                     for (s, &v) in sums[e.index * dim..(e.index + 1) * dim].iter_mut().zip(f) {
                         *s += f64::from(v);
                     }
+                    let at = (epoch * paths.len() + e.index) * dim;
+                    views[at..at + dim].copy_from_slice(f);
+                    crate::kernel::l2_normalize_rows(&mut views[at..at + dim], dim);
                 }
                 Err(err) => {
                     failed[e.index].get_or_insert(Skipped {
@@ -96,6 +108,17 @@ pub fn build_keys(
         if failed[i].is_none() {
             keys.extend(mean_normalized(&sums[i * dim..(i + 1) * dim], passes));
             labels.push(*class as u32);
+        }
+    }
+    // The views of the shots that every pass could read.
+    let mut view_feats = Vec::with_capacity(views.len());
+    let mut view_labels = Vec::with_capacity(passes * labels.len());
+    for pass in views.chunks_exact((paths.len() * dim).max(1)) {
+        for (i, (_, class)) in items.iter().enumerate() {
+            if failed[i].is_none() {
+                view_feats.extend_from_slice(&pass[i * dim..(i + 1) * dim]);
+                view_labels.push(*class as u32);
+            }
         }
     }
     for (i, class) in shots.classes.iter().enumerate() {
@@ -117,6 +140,8 @@ pub fn build_keys(
         dim,
         keys,
         labels,
+        views: view_feats,
+        view_labels,
         skipped: failed.into_iter().flatten().collect(),
     })
 }

@@ -13,6 +13,11 @@
 use crate::adapter::TipAdapter;
 use crate::kernel::{Kernel, KernelError, Scratch, MAX_BATCH};
 
+/// β and α maxima of the default search (`--search-scale`).
+pub const DEFAULT_SEARCH_SCALE: [f64; 2] = [7.0, 3.0];
+/// β and α steps of the default search (`--search-step`).
+pub const DEFAULT_SEARCH_STEPS: [usize; 2] = [200, 20];
+
 /// The points of an α/β search, and how a tie between equally accurate points is broken.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grid {
@@ -56,6 +61,17 @@ impl Grid {
     }
 
     /// The same points with another tie-break.
+    /// The grid `tune` and `cache build --val` search by default: β up to 7 in 200 steps, α up
+    /// to 3 in 20 (the official configs' search scale and steps), the official tie rule.
+    pub fn default_search() -> Grid {
+        Grid::official(
+            DEFAULT_SEARCH_SCALE[0],
+            DEFAULT_SEARCH_SCALE[1],
+            DEFAULT_SEARCH_STEPS[0],
+            DEFAULT_SEARCH_STEPS[1],
+        )
+    }
+
     pub fn with_tie(self, tie: TieBreak) -> Grid {
         Grid { tie, ..self }
     }
@@ -199,7 +215,7 @@ pub fn grid_accuracy(
         }
         for r in 0..rows {
             let f = &features[(start + r) * dim..(start + r + 1) * dim];
-            model.zero_shot(f, &mut zero_shot[r * nc..(r + 1) * nc]);
+            model.base(f, &mut zero_shot[r * nc..(r + 1) * nc]);
         }
         for (ib, &beta) in grid.betas.iter().enumerate() {
             for r in 0..rows {

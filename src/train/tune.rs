@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::adapter::TipAdapter;
+use crate::adapter::{Head, TipAdapter};
 use crate::encoder::ImageEncoder;
 use crate::error::Result;
 use crate::kernel::Kernel;
@@ -142,6 +142,13 @@ pub fn tune(
 ) -> Result<TuneReport> {
     let t0 = Instant::now();
     let pack = Pack::open(request.pack, &encoder.expect())?;
+    if pack.head() == Head::Gda {
+        return Err(crate::Error::pack(
+            request.pack,
+            "the pack scores with its GDA layer alone, so α/β of the cache do not matter; its GDA \
+             α was chosen by `cache build --val` (rebuild to choose again)",
+        ));
+    }
     let val = encode_labelled(
         encoder,
         request.val,
@@ -154,7 +161,8 @@ pub fn tune(
     let t_encode = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let before = pack.params();
-    let model = TipAdapter::new(pack.keys(), pack.text_classifier(), before)?;
+    // With head `both` the GDA term is part of the logits the search holds fixed.
+    let model = pack.model();
     let tuned = tune_model(&model, &val.features, &val.labels, request.grid, progress)?;
     let chosen = model.with_params(before.with_alpha_beta(tuned.alpha, tuned.beta));
     let calibration = request
