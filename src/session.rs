@@ -434,6 +434,9 @@ impl Session {
         };
         let t2 = Instant::now();
         let (dim, nc) = (self.encoder.dim(), self.classifier.n_classes());
+        if let Some(why) = not_finite(&self.features[..dim], "the image encoder's feature is") {
+            return Err(Error::frame(index, why));
+        }
         self.classifier
             .logits(
                 &mut self.scratch,
@@ -441,6 +444,9 @@ impl Session {
                 &mut self.logits[..nc],
             )
             .map_err(|e| Error::frame(index, e))?;
+        if let Some(why) = not_finite(&self.logits[..nc], "the logits are") {
+            return Err(Error::frame(index, why));
+        }
         if let Some(t) = &mut self.tda {
             let temperature = self.classifier.temperature().unwrap_or(1.0);
             t.adapt_at(&self.features[..dim], &mut self.logits[..nc], temperature)
@@ -527,6 +533,13 @@ impl Session {
             );
             let score_ms = ms(t2.elapsed()) / chunk.len() as f64;
             for (j, &(at, index, preprocess_ms)) in chunk.iter().enumerate() {
+                let feature = &self.features[(start + j) * dim..(start + j + 1) * dim];
+                let bad = not_finite(feature, "the image encoder's feature is")
+                    .or_else(|| not_finite(&self.logits[j * nc..(j + 1) * nc], "the logits are"));
+                if let (Ok(()), Some(why)) = (&scored, bad) {
+                    results[at] = Err(Error::frame(index, why));
+                    continue;
+                }
                 // In frame order: each frame enters the TDA caches before the next is scored.
                 let adapted = match (&scored, &mut self.tda) {
                     (Ok(()), Some(t)) => t.adapt_at(
@@ -558,6 +571,7 @@ impl Session {
     }
 
     /// The best classes of one row of logits, with the classifier's calibrated probabilities.
+    /// (Callers have refused non-finite logits: see [`not_finite`].)
     fn top(&self, logits: &[f32]) -> heapless::Vec<Scored, MAX_TOP_K> {
         let t = self.classifier.temperature().unwrap_or(1.0);
         top_k_at(logits, self.options.top_k, t)
@@ -609,6 +623,17 @@ impl Session {
         l2_normalize_rows(out, dim);
         Ok(ms(t.elapsed()))
     }
+}
+
+/// Why `values` cannot be used, if one is NaN or infinite: a frame whose feature or logits are
+/// not finite is refused rather than predicted (its top class would be meaningless, and a NaN
+/// feature would poison the TDA caches). Allocates only for the refusal.
+fn not_finite(values: &[f32], what: &str) -> Option<String> {
+    let i = values.iter().position(|v| !v.is_finite())?;
+    Some(format!(
+        "{what} not finite (value {i} is {}); the frame is not scored",
+        values[i]
+    ))
 }
 
 #[cfg(test)]

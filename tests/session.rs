@@ -29,6 +29,11 @@ fn clip_tiny() -> Arc<ImageEncoder> {
 /// A classifier whose keys are the features of `photos` (one class each, named after the
 /// file), with a sharp cache so that each photo is recognised as its own class.
 fn classifier_of(encoder: &ImageEncoder, photos: &[&str], names: &[&str]) -> Arc<Classifier> {
+    Arc::new(Classifier::from_draft(draft_of(encoder, photos, names)))
+}
+
+/// The draft [`classifier_of`] scores with.
+fn draft_of(encoder: &ImageEncoder, photos: &[&str], names: &[&str]) -> PackDraft {
     let mut keys = Vec::new();
     let mut pre = tipedge::preprocess::Preprocessor::new(encoder.recipe().clone());
     for p in photos {
@@ -51,7 +56,7 @@ fn classifier_of(encoder: &ImageEncoder, photos: &[&str], names: &[&str]) -> Arc
     )
     .unwrap();
     draft.convert_keys(KeyDtype::I8).unwrap();
-    Arc::new(Classifier::from_draft(draft))
+    draft
 }
 
 fn rgb(name: &str) -> image::RgbImage {
@@ -360,4 +365,80 @@ fn tda_adapts_each_frame_in_order_single_and_batched() {
     assert_eq!(adapted.tda().unwrap().len().0, 1);
     adapted.reset_tda();
     assert!(adapted.tda().unwrap().is_empty());
+}
+
+/// A classifier with a GDA layer scores with the pack's head: `gda` is the zero-shot-free
+/// `α_g(f·W_gᵀ + b)` alone (the cache is not read), `both` adds it to the cache term; single
+/// frames and batches agree. A layer whose logits overflow to infinity gets a frame error, never
+/// a prediction from non-finite logits, and the session goes on.
+#[test]
+fn gda_heads_score_as_the_equation_says_and_non_finite_logits_are_refused() {
+    use tipedge::adapter::Head;
+    use tipedge::pack::OwnedGda;
+    let encoder = clip_tiny();
+    let base = draft_of(&encoder, &["chelsea.jpg", "rocket.jpg"], &["cat", "rocket"]);
+    let tip = Arc::new(Classifier::from_draft(base.clone()));
+    let dim = encoder.dim();
+    let gda = |scale: f32| OwnedGda {
+        weights: (0..2 * dim)
+            .map(|i| scale * ((i % 7) as f32 - 3.0))
+            .collect(),
+        bias: vec![0.5, -0.25],
+        alpha: 0.1,
+    };
+    let with_head = |head: Head, g: OwnedGda| {
+        let mut d = base.clone();
+        d.set_head(head, Some(g)).unwrap();
+        Arc::new(Classifier::from_draft(d))
+    };
+    let img = rgb("chelsea.jpg");
+    let frame =
+        FrameRef::packed(img.as_raw(), img.width(), img.height(), PixelFormat::Rgb24).unwrap();
+    let mut s = Session::new(encoder.clone(), tip.clone(), SessionOptions::default()).unwrap();
+    s.classify(&frame).unwrap();
+    let f = s.last_feature().to_vec();
+    let tip_logits = s.last_logits().to_vec();
+    let g = gda(0.01);
+    let term: Vec<f32> = (0..2)
+        .map(|c| {
+            let row = &g.weights[c * dim..(c + 1) * dim];
+            g.alpha * (f.iter().zip(row).map(|(a, b)| a * b).sum::<f32>() + g.bias[c])
+        })
+        .collect();
+    for head in [Head::Gda, Head::Both] {
+        let c = with_head(head, g.clone());
+        assert_eq!(c.model().head(), head);
+        s.swap(c).unwrap();
+        s.classify(&frame).unwrap();
+        for k in 0..2 {
+            let want = term[k]
+                + if head == Head::Both {
+                    tip_logits[k]
+                } else {
+                    0.0
+                };
+            let got = s.last_logits()[k];
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{head}: {got} vs {want}"
+            );
+        }
+    }
+    // Overflow: every frame refused with its index, single and batched; the session goes on.
+    // Rows along the feature at 3e38: f·W_gᵀ ≈ 3e38, times α 10 overflows.
+    let huge = OwnedGda {
+        weights: f.iter().chain(&f).map(|v| v * 3e38).collect(),
+        bias: vec![0.0, 0.0],
+        alpha: 10.0,
+    };
+    s.swap(with_head(Head::Gda, huge)).unwrap();
+    let e = s.classify(&frame).unwrap_err().to_string();
+    assert!(e.contains("the logits are not finite"), "{e}");
+    let images = decoded(&STREAM[..2]);
+    for r in s.classify_batch(&frames_of(&images)) {
+        let e = r.unwrap_err().to_string();
+        assert!(e.starts_with("frame ") && e.contains("not finite"), "{e}");
+    }
+    s.swap(tip).unwrap();
+    assert!(s.classify(&frame).is_ok());
 }
