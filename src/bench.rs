@@ -354,3 +354,161 @@ pub fn bench_stream(
         peak_rss_mib: peak_rss_mib(),
     })
 }
+
+/// `tipedge bench head`: what scoring one frame costs with each head — the cache (tip), the GDA
+/// layer, both — on one classifier shape, interleaved round by round in one run so that the
+/// machine's noise hits every head alike.
+#[derive(Debug, Clone)]
+pub struct HeadBench {
+    pub classes: usize,
+    /// Keys per class.
+    pub shots: usize,
+    pub dim: usize,
+    pub dtype: crate::kernel::KeyDtype,
+    /// With CLIP's zero-shot W (its N×C product is in every head's time).
+    pub text_classifier: bool,
+    /// Timed rounds; each scores `frames` frames per head.
+    pub rounds: usize,
+    pub frames: usize,
+}
+
+/// One head's row of `"type": "bench", "bench": "head"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadTime {
+    pub head: &'static str,
+    /// Median over the rounds of the mean time to score one frame (logits from a feature).
+    pub ns_per_frame: f64,
+    pub p10_ns: f64,
+    pub p90_ns: f64,
+    /// Bytes the scoring reads per frame: the keys (and their scales) for the cache, the GDA
+    /// layer's weights and biases, W when present.
+    pub bytes_read_per_frame: usize,
+    /// This head's time over the cache's (tip) in the same run.
+    pub vs_tip: f64,
+}
+
+/// `"type": "bench", "bench": "head"`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename = "bench")]
+pub struct HeadBenchRecord {
+    pub bench: &'static str,
+    pub classes: usize,
+    pub shots: usize,
+    pub dim: usize,
+    pub key_dtype: &'static str,
+    pub text_classifier: bool,
+    pub kernel: String,
+    pub rounds: usize,
+    pub frames_per_round: usize,
+    pub heads: Vec<HeadTime>,
+}
+
+/// Runs [`HeadBench`] on synthetic unit-norm keys, W and a GDA layer of that shape (the timing
+/// does not depend on the values).
+pub fn bench_heads(cfg: &HeadBench) -> Result<HeadBenchRecord> {
+    use crate::adapter::{AdapterParams, Head};
+    use crate::classifier::Classifier;
+    use crate::kernel::l2_normalize_rows;
+    use crate::pack::{EncoderId, OwnedGda, PackDraft, Provenance};
+
+    let (nc, dim) = (cfg.classes, cfg.dim);
+    if nc == 0 || cfg.shots == 0 || dim == 0 || cfg.rounds == 0 || cfg.frames == 0 {
+        return Err(Error::Invalid(
+            "bench head: classes, shots, dim, rounds and frames must be positive".into(),
+        ));
+    }
+    let mut rng = crate::rng::Rng::new(7);
+    let mut unit = |rows: usize| {
+        let mut v: Vec<f32> = (0..rows * dim)
+            .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
+            .collect();
+        l2_normalize_rows(&mut v, dim);
+        v
+    };
+    let keys = unit(nc * cfg.shots);
+    let labels = (0..nc * cfg.shots)
+        .map(|i| (i / cfg.shots) as u32)
+        .collect();
+    let w = cfg.text_classifier.then(|| unit(nc));
+    let gda = OwnedGda {
+        weights: unit(nc),
+        bias: vec![0.0; nc],
+        alpha: 1.0,
+    };
+    let queries = unit(64);
+    let mut draft = PackDraft::from_f32_keys(
+        dim,
+        keys,
+        labels,
+        (0..nc).map(|c| format!("class {c}")).collect(),
+        w,
+        AdapterParams::default(),
+        EncoderId {
+            name: "bench".into(),
+            sha256: [0; 32],
+        },
+        Provenance::default(),
+    )?;
+    draft.convert_keys(cfg.dtype)?;
+    let key_bytes = nc * cfg.shots * cfg.dtype.key_bytes(dim);
+    let w_bytes = if cfg.text_classifier { 4 * nc * dim } else { 0 };
+    let gda_bytes = 4 * nc * dim + 4 * nc;
+    let classifiers = Head::ALL
+        .into_iter()
+        .map(|head| {
+            let mut d = draft.clone();
+            d.set_head(head, Some(gda.clone()))?;
+            Ok((head, Classifier::from_draft(d)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let kernel = classifiers[0].1.kernel();
+    let mut scratch = classifiers[0].1.scratch();
+    let mut out = vec![0f32; nc];
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(cfg.rounds); classifiers.len()];
+    // One untimed round warms caches and the branch predictors for every head.
+    for round in 0..=cfg.rounds {
+        for (i, (_, c)) in classifiers.iter().enumerate() {
+            let t = Instant::now();
+            for q in queries.chunks_exact(dim).cycle().take(cfg.frames) {
+                c.logits(&mut scratch, q, &mut out)?;
+                std::hint::black_box(&out);
+            }
+            if round > 0 {
+                times[i].push(t.elapsed().as_nanos() as f64 / cfg.frames as f64);
+            }
+        }
+    }
+    let mut heads: Vec<HeadTime> = classifiers
+        .iter()
+        .zip(&mut times)
+        .map(|((head, _), t)| {
+            let p = Percentiles::of(t);
+            HeadTime {
+                head: head.name(),
+                ns_per_frame: p.median,
+                p10_ns: p.p10,
+                p90_ns: p.p90,
+                bytes_read_per_frame: w_bytes
+                    + if head.uses_cache() { key_bytes } else { 0 }
+                    + if head.uses_gda() { gda_bytes } else { 0 },
+                vs_tip: 0.0,
+            }
+        })
+        .collect();
+    let tip = heads[0].ns_per_frame;
+    for h in &mut heads {
+        h.vs_tip = h.ns_per_frame / tip;
+    }
+    Ok(HeadBenchRecord {
+        bench: "head",
+        classes: nc,
+        shots: cfg.shots,
+        dim,
+        key_dtype: cfg.dtype.name(),
+        text_classifier: cfg.text_classifier,
+        kernel: kernel.isa().name().to_string(),
+        rounds: cfg.rounds,
+        frames_per_round: cfg.frames,
+        heads,
+    })
+}

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use tipedge::bench::{bench_encoder, bench_stream, EncoderBench, StreamBench};
+use tipedge::bench::{
+    bench_encoder, bench_heads, bench_stream, EncoderBench, HeadBench, StreamBench,
+};
 use tipedge::dataset::expand_inputs;
 use tipedge::encoder::ModelPaths;
 use tipedge::kernel::bench::{run as run_kernel_bench, BenchConfig};
@@ -36,6 +38,12 @@ pub enum BenchCommand {
     ///   tipedge bench stream --model models/fixtures/efficientnet-lite0 --threads 2 --json
     #[command(verbatim_doc_comment)]
     Stream(StreamBenchArgs),
+    /// Time scoring one frame (logits from a feature) with each head — the Tip-Adapter cache
+    /// (tip), the GDA layer (gda), both — on synthetic data of one shape, interleaved in one
+    /// run; with the bytes each reads per frame and the ratio to the cache's time. Example:
+    ///   tipedge bench head --classes 100 --shots 16 --dim 512 --json
+    #[command(verbatim_doc_comment)]
+    Head(HeadArgs),
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +107,33 @@ pub struct KernelArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct HeadArgs {
+    /// Classes N.
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Keys (shots) per class.
+    #[arg(long, default_value_t = 16)]
+    shots: usize,
+    /// Feature dimension C (512 for CLIP ViT-B/32, 1280 for EfficientNet-Lite0).
+    #[arg(long, default_value_t = 512)]
+    dim: usize,
+    /// Key storage: int8, fp16 or f32.
+    #[arg(long, default_value = "int8")]
+    dtype: KeyDtype,
+    /// Without CLIP's zero-shot W (an image-only backbone).
+    #[arg(long)]
+    no_text_classifier: bool,
+    /// Timed rounds (each head scores --frames frames per round).
+    #[arg(long, default_value_t = 30)]
+    rounds: usize,
+    #[arg(long, default_value_t = 2000)]
+    frames: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct EncoderArgs {
     /// Model folder or image.onnx.
     #[arg(long)]
@@ -128,7 +163,42 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
         BenchCommand::Encoder(args) => encoder(args),
         BenchCommand::Kernel(args) => kernel(args),
         BenchCommand::Stream(args) => stream(args),
+        BenchCommand::Head(args) => head(args),
     }
+}
+
+fn head(args: HeadArgs) -> anyhow::Result<i32> {
+    let r = bench_heads(&HeadBench {
+        classes: args.classes,
+        shots: args.shots,
+        dim: args.dim,
+        dtype: args.dtype,
+        text_classifier: !args.no_text_classifier,
+        rounds: args.rounds,
+        frames: args.frames,
+    })?;
+    if args.json {
+        print_json(&r);
+    } else {
+        println!(
+            "{} classes × {} shots, dim {}, {} keys{}, kernel {}; {} rounds of {} frames per head",
+            r.classes,
+            r.shots,
+            r.dim,
+            r.key_dtype,
+            if r.text_classifier { ", with W" } else { "" },
+            r.kernel,
+            r.rounds,
+            r.frames_per_round
+        );
+        for h in &r.heads {
+            println!(
+                "  {:<5} {:>10.0} ns per frame (p10 {:.0}, p90 {:.0}), {:>9} bytes read, {:.2}× the cache's time",
+                h.head, h.ns_per_frame, h.p10_ns, h.p90_ns, h.bytes_read_per_frame, h.vs_tip
+            );
+        }
+    }
+    Ok(EXIT_OK)
 }
 
 fn stream(args: StreamBenchArgs) -> anyhow::Result<i32> {
@@ -309,6 +379,7 @@ impl BenchCommand {
             BenchCommand::Encoder(a) => a.json,
             BenchCommand::Kernel(a) => a.json,
             BenchCommand::Stream(a) => a.json,
+            BenchCommand::Head(a) => a.json,
         }
     }
 }
