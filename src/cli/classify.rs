@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use tipedge::adapter::{DEFAULT_ALPHA, DEFAULT_BETA, MAX_TOP_K};
+use tipedge::adapter::{Head, DEFAULT_ALPHA, DEFAULT_BETA, MAX_TOP_K};
 use tipedge::classifier::Classifier;
 use tipedge::dataset::{expand_inputs, LabelledSet};
 use tipedge::encoder::ModelPaths;
@@ -12,8 +12,12 @@ use tipedge::files::{class_of_path, classify_files};
 use tipedge::kernel::KeyDtype;
 use tipedge::record::{ErrorRecord, Summary};
 use tipedge::session::{Session, SessionOptions};
-use tipedge::train::build::{build_from_shots, build_zero_shot, BuildOptions, Built};
-use tipedge::train::keys::KeyRecipe;
+use tipedge::train::build::{
+    build_chosen_on_val, build_from_shots, build_zero_shot, BuildOptions, Built, ValSearch,
+};
+use tipedge::train::keys::{KeyRecipe, DEFAULT_AUGMENT_EPOCHS};
+use tipedge::train::recipes::{RecipeName, Selection};
+use tipedge::train::search::Grid;
 use tipedge::zeroshot::Templates;
 
 use super::common::{load_image_encoder, print_json, progress, repo_path, Bars, RuntimeArgs};
@@ -45,6 +49,11 @@ pub struct ClassifyArgs {
     /// verified before use. It must have been built with the same image encoder.
     #[arg(long)]
     pack: Option<PathBuf>,
+    /// With --shots: choose the key recipe, the head and their parameters on this validation
+    /// split (folder per class), as `tipedge cache build --val` does, instead of plain keys
+    /// at α 1.17, β 1.
+    #[arg(long, requires = "shots")]
+    val: Option<PathBuf>,
     /// Class names for zero-shot CLIP without --shots (comma-separated).
     #[arg(long, value_delimiter = ',')]
     classes: Vec<String>,
@@ -55,10 +64,16 @@ pub struct ClassifyArgs {
     inputs: Vec<PathBuf>,
 }
 
-/// Classify the bundled textile-inspection example (3 classes, few shots each) with the bundled
-/// EfficientNet-Lite0 graph, printing each image's result and the accuracy.
+/// Classify the bundled textile-inspection example (3 classes, 16 shots each) with the bundled
+/// EfficientNet-Lite0 graph, printing each image's result and the accuracy. The key recipe, the
+/// head (Tip-Adapter cache, GDA layer, or both) and their parameters are chosen on the bundled
+/// validation split first, as `tipedge cache build --val` does; the 48 query images are never
+/// used for a choice.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
+    /// Plain keys at α 1.17, β 1 (the cache alone), without the choice on validation.
+    #[arg(long)]
+    no_val: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -98,26 +113,32 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<i32> {
     let model = repo_path("models/fixtures/efficientnet-lite0");
     let shots = repo_path("examples/textile/shots");
     let query = repo_path("examples/textile/query");
-    for p in [&model, &shots, &query] {
+    let val = repo_path("examples/textile/val");
+    for p in [&model, &shots, &query, &val] {
         anyhow::ensure!(
             p.exists(),
             "{}: not found; run the demo from a tipedge checkout, or use `tipedge classify`",
             p.display()
         );
     }
+    let val = (!args.no_val).then_some(val.as_path());
     if !args.common.json {
         eprintln!(
-            "demo: EfficientNet-Lite0 (ImageNet weights) + Tip-Adapter cache from {}, classifying {}",
+            "demo: EfficientNet-Lite0 (ImageNet weights) + few-shot head from {}{}, classifying {}",
             shots.display(),
+            val.map_or(String::new(), |v| format!(
+                " (recipe and head chosen on {})",
+                v.display()
+            )),
             query.display()
         );
     }
-    classify(&model, Source::Shots(&shots), &args.common, &[query])
+    classify(&model, Source::Shots(&shots, val), &args.common, &[query])
 }
 
 pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
     let source = match (&args.shots, &args.pack) {
-        (Some(dir), _) => Source::Shots(dir),
+        (Some(dir), _) => Source::Shots(dir, args.val.as_deref()),
         (None, Some(pack)) => Source::Pack(pack),
         (None, None) => Source::ZeroShot(&args.classes),
     };
@@ -126,7 +147,8 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
 
 /// Where the classes and the cache come from.
 enum Source<'a> {
-    Shots(&'a Path),
+    /// Shots, and a validation split to choose the recipe and head on.
+    Shots(&'a Path, Option<&'a Path>),
     Pack(&'a Path),
     ZeroShot(&'a [String]),
 }
@@ -151,23 +173,60 @@ fn classify(
     let mut bars = Bars::new(common.json);
     let templates = || Templates::resolve(&common.templates);
     let from_built = |b: Built| (Classifier::from_draft(b.draft), b.class_folders, b.skipped);
+    // A classifier built here from shots: plain f32 keys at the official α/β, unless a
+    // validation split chooses.
+    let shot_options = |templates| BuildOptions {
+        recipe: KeyRecipe::plain(),
+        templates,
+        key_dtype: KeyDtype::F32,
+        alpha: DEFAULT_ALPHA,
+        beta: DEFAULT_BETA,
+        created_unix: 0,
+        limits,
+        run: run.clone(),
+    };
     let (classifier, class_folders, skipped) = match source {
         Source::Pack(file) => {
             let c = Classifier::open(file, &encoder.expect())?;
             let names = c.class_names().to_vec();
             (c, names, Vec::new())
         }
-        Source::Shots(dir) => {
+        Source::Shots(dir, Some(val)) => {
             let options = BuildOptions {
-                recipe: KeyRecipe::plain(),
-                templates: templates()?,
-                key_dtype: KeyDtype::F32,
-                alpha: DEFAULT_ALPHA,
-                beta: DEFAULT_BETA,
-                created_unix: 0,
-                limits,
-                run: run.clone(),
+                recipe: RecipeName::Official.recipe(DEFAULT_AUGMENT_EPOCHS, 1),
+                ..shot_options(templates()?)
             };
+            let grid = Grid::default_search();
+            let search = ValSearch {
+                split: val,
+                store: None,
+                grid: &grid,
+                recipes: RecipeName::ALL.to_vec(),
+                heads: Head::ALL.to_vec(),
+                select: Selection::default(),
+                calibrate: true,
+            };
+            let shots = LabelledSet::read(dir)?;
+            let choice =
+                build_chosen_on_val(&encoder, &paths, &shots, &options, &search, &mut bars)?;
+            if !common.json {
+                let top1 = choice
+                    .scores
+                    .iter()
+                    .find(|s| s.chosen)
+                    .and_then(|s| s.val_top1);
+                eprintln!(
+                    "chosen on {}: recipe {}, head {} (validation top-1 {:.1}%)",
+                    val.display(),
+                    choice.chosen.name(),
+                    choice.head,
+                    top1.unwrap_or(f64::NAN)
+                );
+            }
+            from_built(choice.built)
+        }
+        Source::Shots(dir, None) => {
+            let options = shot_options(templates()?);
             let shots = LabelledSet::read(dir)?;
             from_built(build_from_shots(
                 &encoder, &paths, &shots, &options, &mut bars,

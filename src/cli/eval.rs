@@ -103,13 +103,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             r.features_from_store
         );
         println!(
-            "{:<15} {:>7} {:>17} {:>7}",
+            "{:<17} {:>7} {:>17} {:>7}",
             "method", "top-1", "95% interval", "top-5"
         );
         for m in &r.methods.0 {
             let (lo, hi) = m.metrics.top1_ci95;
             println!(
-                "{:<15} {:>6.2}% {:>7.1}–{:<5.1}%   {:>6.2}%",
+                "{:<17} {:>6.2}% {:>7.1}–{:<5.1}%   {:>6.2}%",
                 m.name, m.metrics.top1, lo, hi, m.metrics.top5
             );
         }
