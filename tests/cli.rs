@@ -1088,6 +1088,25 @@ fn cache_build_chooses_the_key_recipe_on_validation() {
         "{said}"
     );
     assert!(!one.exists());
+    // A validation split with a class the shots do not have: one line naming it, no pack.
+    let odd_val = dir.path().join("odd-val");
+    for class in ["nominal", "scratch"] {
+        std::fs::create_dir_all(odd_val.join(class)).unwrap();
+        let first = std::fs::read_dir(val.join("nominal"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .min()
+            .unwrap();
+        std::fs::copy(&first, odd_val.join(class).join("a.jpg")).unwrap();
+    }
+    let o = build("odd.pack", &["--val", odd_val.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("class 'scratch' is not one of the pack's classes"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(!dir.path().join("odd.pack").exists());
     // Neither tune nor finetune has anything to do on a GDA-only pack: refused, nothing written.
     let gda = dir.path().join("gda.pack");
     let tuned = dir.path().join("gda-tuned.pack");
