@@ -31,9 +31,8 @@ pub enum CacheCommand {
     /// With --val, the key recipe and α/β are chosen on that validation split: the cache is built
     /// with each candidate recipe — plain (one unaugmented view), flip (flips only), crop-0.8
     /// (RandomResizedCrop 0.8–1 + flip), official (0.5–1 + flip), each with --augment-epochs
-    /// passes — α/β searched for each, and the best kept (ties go to the simpler recipe); the
-    /// temperature is fitted there too. --json lists every candidate's validation top-1.
-    /// --recipe names one recipe instead.
+    /// passes — α/β searched for each, and one kept (below); the temperature is fitted there
+    /// too. --json lists every candidate's validation top-1. --recipe names one recipe instead.
     ///
     /// With --val the head is chosen too (--head auto): the Tip-Adapter cache (tip), a GDA
     /// layer fitted on the same views (gda: Wang et al., ICLR 2024; one class × dim layer,
@@ -51,9 +50,11 @@ pub enum CacheCommand {
     /// complete, so a device never sees a half-written pack. Use it with
     /// `tipedge classify --pack FILE`; look inside with `tipedge inspect FILE`.
     ///
-    /// Example:
+    /// Examples (the second, with a validation split, is the recommended one):
     ///   tipedge cache build --model models/fixtures/efficientnet-lite0 \
     ///       --shots examples/textile/shots --shots-per-class 4 --seed 1 --out textile.pack
+    ///   tipedge cache build --model models/fixtures/efficientnet-lite0 \
+    ///       --shots examples/textile/shots --val examples/textile/val --out textile.pack
     #[command(verbatim_doc_comment)]
     Build(BuildArgs),
 }

@@ -40,11 +40,12 @@ pub const EXIT_FATAL: i32 = 2;
         tipedge classify --model models/fixtures/efficientnet-lite0 \\\n      \
         --shots examples/textile/shots examples/textile/query\n  \
         tipedge cache build --model models/fixtures/efficientnet-lite0 \\\n      \
-        --shots examples/textile/shots --out textile.pack\n  \
+        --shots examples/textile/shots --val examples/textile/val --out textile.pack\n  \
         tipedge classify --model models/fixtures/efficientnet-lite0 \\\n      \
         --pack textile.pack examples/textile/query\n\n\
-        Few-shot workflow: cache build (augmented keys) → tune (α/β on a validation split) → \
-        finetune (Tip-Adapter-F) → eval (test split, --plot).\n\n\
+        Few-shot workflow: cache build --val (key recipe, head — cache, GDA layer or both — and \
+        α/β chosen on a validation split) → finetune (Tip-Adapter-F) → eval (test split, \
+        --plot); tune re-searches α/β of an existing pack.\n\n\
         Exit codes: 0 success; 1 finished but some inputs failed (listed at the end); \
         2 nothing could be done (bad arguments, missing or invalid model or data set)."
 )]
