@@ -185,8 +185,9 @@ impl<'a> TipAdapter<'a> {
         })
     }
 
-    /// The same model scored with `head`: `gda` must be given exactly when the head uses it,
-    /// with one row of the keys' dimension and one finite α per class.
+    /// The same model scored with `head`: `gda` must be given when the head uses it (it is
+    /// dropped otherwise), with one row of the keys' dimension and one bias per class, and a
+    /// finite α.
     pub fn with_head(self, head: Head, gda: Option<GdaTerm<'a>>) -> Result<TipAdapter<'a>> {
         let (nc, dim) = (self.n_classes(), self.dim());
         match (head.uses_gda(), gda) {
