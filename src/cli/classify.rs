@@ -210,11 +210,7 @@ fn classify(
             let choice =
                 build_chosen_on_val(&encoder, &paths, &shots, &options, &search, &mut bars)?;
             if !common.json {
-                let top1 = choice
-                    .scores
-                    .iter()
-                    .find(|s| s.chosen)
-                    .and_then(|s| s.val_top1);
+                let top1 = choice.val_top1();
                 eprintln!(
                     "chosen on {}: recipe {}, head {} (validation top-1 {:.1}%)",
                     val.display(),

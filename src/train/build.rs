@@ -19,7 +19,7 @@ use crate::progress::Progress;
 use crate::sidecar::Family;
 use crate::train::calibration::calibrate;
 use crate::train::features::encode_labelled;
-use crate::train::keys::{build_keys, KeyRecipe};
+use crate::train::keys::{build_keys_and_views, KeyRecipe};
 use crate::train::recipes::{
     choice_record, choose_recipe, RecipeChoice, RecipeName, RecipeScore, Selection,
 };
@@ -52,7 +52,7 @@ pub struct Built {
     /// Unreadable shots, left out.
     pub skipped: Vec<Skipped>,
     /// Every view of every readable shot, unit norm, with its class (what a GDA head is fitted
-    /// on; see [`crate::train::keys::ShotKeys::views`]). Empty for zero-shot.
+    /// on; see [`crate::train::keys::ShotKeys::views`]). Empty unless asked for.
     pub views: Vec<f32>,
     pub view_labels: Vec<u32>,
 }
@@ -81,7 +81,7 @@ pub fn build_from_shots(
     progress: &mut dyn Progress,
 ) -> Result<Built> {
     let w = shots_classifier(encoder, model, shots, options, progress)?;
-    build_with_classifier(encoder, shots, options, w, progress)
+    build_with_classifier(encoder, shots, options, w, false, progress)
 }
 
 /// CLIP's zero-shot W for the classes of `shots` with `options`' templates (`None` for an
@@ -104,19 +104,26 @@ pub fn shots_classifier(
 }
 
 /// [`build_from_shots`] with the zero-shot classifier W already made (`None` for an image-only
-/// backbone): what several key recipes over the same classes share.
+/// backbone): what several key recipes over the same classes share. `keep_views` also keeps
+/// every view in [`Built::views`] (for a GDA fit).
 pub fn build_with_classifier(
     encoder: &ImageEncoder,
     shots: &LabelledSet,
     options: &BuildOptions,
     w: Option<Vec<f32>>,
+    keep_views: bool,
     progress: &mut dyn Progress,
 ) -> Result<Built> {
     let passes = options.recipe.augment_epochs.max(1) as usize;
     progress.start("cache", shots.len() * passes);
-    let keys = build_keys(encoder, shots, &options.recipe, options.limits, |n| {
-        progress.set(n)
-    });
+    let keys = build_keys_and_views(
+        encoder,
+        shots,
+        &options.recipe,
+        options.limits,
+        keep_views,
+        |n| progress.set(n),
+    );
     progress.finish();
     let keys = keys?;
     if keys.labels.is_empty() {
@@ -358,11 +365,7 @@ pub fn build_pack(
                 v,
                 progress,
             )?;
-            let top1 = choice
-                .scores
-                .iter()
-                .find(|s| s.chosen)
-                .and_then(|s| s.val_top1);
+            let top1 = choice.val_top1();
             (choice.built, Some((choice.chosen, choice.scores, top1)))
         }
     };

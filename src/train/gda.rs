@@ -34,6 +34,7 @@
 
 use nalgebra::{DMatrix, DVector};
 
+use crate::adapter::GdaTerm;
 use crate::error::{Error, Result};
 use crate::train::search::argmax;
 
@@ -55,20 +56,20 @@ impl GdaHead {
         self.bias.len()
     }
 
-    /// The head's logits of each feature (`n × dim`) into `out` (`n × n_classes`).
+    /// The head's logits of each feature (`n × dim`) into `out` (`n × n_classes`): the term the
+    /// model adds ([`GdaTerm::add_to`]) at α = 1.
     pub fn logits_into(&self, features: &[f32], out: &mut [f32]) {
-        let nc = self.n_classes();
+        let term = GdaTerm {
+            weights: &self.weights,
+            bias: &self.bias,
+            alpha: 1.0,
+        };
+        out.fill(0.0);
         for (f, row) in features
             .chunks_exact(self.dim)
-            .zip(out.chunks_exact_mut(nc))
+            .zip(out.chunks_exact_mut(self.n_classes()))
         {
-            for ((o, w), b) in row
-                .iter_mut()
-                .zip(self.weights.chunks_exact(self.dim))
-                .zip(&self.bias)
-            {
-                *o = f.iter().zip(w).map(|(x, y)| x * y).sum::<f32>() + b;
-            }
+            term.add_to(f, row);
         }
     }
 }

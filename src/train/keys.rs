@@ -45,6 +45,7 @@ pub struct ShotKeys {
     /// Every view the keys were averaged from, each L2-normalised on its own
     /// (`view_labels.len() × dim`, pass by pass): what the GDA head is fitted on, as the official
     /// code fits it on the unit-norm features of every augmented view. With 0 passes, the keys.
+    /// Empty unless asked for ([`build_keys_and_views`]).
     pub views: Vec<f32>,
     pub view_labels: Vec<u32>,
     /// Unreadable shots, left out.
@@ -63,6 +64,19 @@ pub fn build_keys(
     shots: &LabelledSet,
     recipe: &KeyRecipe,
     limits: DecodeLimits,
+    progress: impl FnMut(usize),
+) -> Result<ShotKeys> {
+    build_keys_and_views(encoder, shots, recipe, limits, false, progress)
+}
+
+/// [`build_keys`], also keeping every view (`keep_views`: what a GDA layer is fitted on; they
+/// take `passes` times the keys' memory, so only when asked).
+pub fn build_keys_and_views(
+    encoder: &ImageEncoder,
+    shots: &LabelledSet,
+    recipe: &KeyRecipe,
+    limits: DecodeLimits,
+    keep_views: bool,
     mut progress: impl FnMut(usize),
 ) -> Result<ShotKeys> {
     let items = shots.items();
@@ -70,7 +84,14 @@ pub fn build_keys(
     let dim = encoder.dim();
     let passes = recipe.augment_epochs.max(1) as usize;
     let mut sums = vec![0f64; paths.len() * dim];
-    let mut views = vec![0f32; passes * paths.len() * dim];
+    let mut views = vec![
+        0f32;
+        if keep_views {
+            passes * paths.len() * dim
+        } else {
+            0
+        }
+    ];
     let mut failed: Vec<Option<Skipped>> = vec![None; paths.len()];
     let mut embedder = Embedder::new(encoder, limits)?;
     embedder.set_normalize(recipe.augment_epochs == 0);
@@ -87,9 +108,11 @@ pub fn build_keys(
                     for (s, &v) in sums[e.index * dim..(e.index + 1) * dim].iter_mut().zip(f) {
                         *s += f64::from(v);
                     }
-                    let at = (epoch * paths.len() + e.index) * dim;
-                    views[at..at + dim].copy_from_slice(f);
-                    crate::kernel::l2_normalize_rows(&mut views[at..at + dim], dim);
+                    if keep_views {
+                        let at = (epoch * paths.len() + e.index) * dim;
+                        views[at..at + dim].copy_from_slice(f);
+                        crate::kernel::l2_normalize_rows(&mut views[at..at + dim], dim);
+                    }
                 }
                 Err(err) => {
                     failed[e.index].get_or_insert(Skipped {
@@ -110,16 +133,18 @@ pub fn build_keys(
             labels.push(*class as u32);
         }
     }
-    // The views of the shots that every pass could read.
-    let mut view_feats = Vec::with_capacity(views.len());
-    let mut view_labels = Vec::with_capacity(passes * labels.len());
-    for pass in views.chunks_exact((paths.len() * dim).max(1)) {
-        for (i, (_, class)) in items.iter().enumerate() {
+    // The views of the shots that every pass could read, compacted in place (pass by pass).
+    let mut view_labels = Vec::new();
+    if keep_views {
+        for slot in 0..passes * paths.len() {
+            let i = slot % paths.len();
             if failed[i].is_none() {
-                view_feats.extend_from_slice(&pass[i * dim..(i + 1) * dim]);
-                view_labels.push(*class as u32);
+                let to = view_labels.len() * dim;
+                views.copy_within(slot * dim..(slot + 1) * dim, to);
+                view_labels.push(items[i].1 as u32);
             }
         }
+        views.truncate(view_labels.len() * dim);
     }
     for (i, class) in shots.classes.iter().enumerate() {
         if !labels.contains(&(i as u32)) {
@@ -140,7 +165,7 @@ pub fn build_keys(
         dim,
         keys,
         labels,
-        views: view_feats,
+        views,
         view_labels,
         skipped: failed.into_iter().flatten().collect(),
     })

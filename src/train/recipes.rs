@@ -129,6 +129,16 @@ pub struct RecipeChoice {
     pub rule: Selection,
 }
 
+impl RecipeChoice {
+    /// The kept candidate's validation top-1 (percent).
+    pub fn val_top1(&self) -> Option<f64> {
+        self.scores
+            .iter()
+            .find(|s| s.chosen)
+            .and_then(|s| s.val_top1)
+    }
+}
+
 /// The α of a GDA layer scored without a zero-shot term and without the cache (an image-only
 /// backbone, head `gda`): a positive α cannot change a prediction there, so the official grid's
 /// first point (1e-4) would be kept and would only flatten the probabilities; the layer's own
@@ -234,6 +244,7 @@ pub fn choose_recipe(
     let mut builts: Vec<Built> = Vec::with_capacity(candidates.len());
     let mut fitted: Vec<Option<Fitted>> = Vec::with_capacity(candidates.len() * heads.len());
     let mut scores = Vec::with_capacity(candidates.len() * heads.len());
+    let needs_gda = heads.iter().any(|h| h.uses_gda());
     for &name in candidates {
         let recipe = name.recipe(epochs, options.recipe.seed);
         let mut built = build_with_classifier(
@@ -244,13 +255,13 @@ pub fn choose_recipe(
                 ..options.clone()
             },
             w.clone(),
+            needs_gda,
             progress,
         )?;
         let d = &built.draft;
         let tip = d.model();
         let tuned = tune_model(&tip, &val.features, &val.labels, grid, progress)?;
         let tip = tip.with_params(d.params.with_alpha_beta(tuned.alpha, tuned.beta));
-        let needs_gda = heads.iter().any(|h| h.uses_gda());
         let layer =
             needs_gda.then(|| fit_gda(&built.views, &built.view_labels, d.n_classes(), d.dim()));
         for &head in heads {
