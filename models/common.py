@@ -76,7 +76,7 @@ def make_sidecar(
 ) -> "OrderedDict[str, object]":
     """Build a sidecar dict with the keys in the documented order (tipedge-sidecar/1)."""
     assert family in ("clip", "backbone")
-    assert tower in ("image", "text")
+    assert tower in ("image", "text", "prompt")
     assert input_dtype in ("f32", "i64")
     d: "OrderedDict[str, object]" = OrderedDict()
     d["format"] = SIDECAR_FORMAT
@@ -95,7 +95,7 @@ def make_sidecar(
     if family == "clip":
         assert logit_scale is not None
         d["logit_scale"] = float(logit_scale)
-    if tower == "text":
+    if tower in ("text", "prompt"):
         d["context_length"] = int(context_length)
         d["vocab_size"] = int(vocab_size)
     return d

@@ -29,6 +29,24 @@ pub enum Family {
 pub enum Tower {
     Image,
     Text,
+    /// CoOp's text tower from prompt token embeddings (`text_embed.onnx`): inputs
+    /// `[B, context, width]` f32 embeddings and `[B]` i64 EOT positions.
+    Prompt,
+}
+
+/// The token-embedding table a prompt tower reads its token rows from (a safetensors file
+/// beside the graph, memory-mapped).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenTableSpec {
+    /// File name, relative to the graph's folder.
+    pub file: String,
+    /// The tensor's name in the file.
+    pub tensor: String,
+    /// `f16` or `f32`.
+    pub dtype: String,
+    pub rows: usize,
+    pub width: usize,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +100,12 @@ pub struct Sidecar {
     /// quantisation parameters from the graph itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<serde_json::Value>,
+    /// Prompt towers: the EOT-position input (`[B]`, i64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eot_input: Option<TensorSpec>,
+    /// Prompt towers: the token-embedding table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_table: Option<TokenTableSpec>,
 }
 
 impl Sidecar {
@@ -130,6 +154,45 @@ impl Sidecar {
                             "sidecar input shape {:?} disagrees with its crop size {}",
                             sc.input.shape, recipe.crop_size
                         ),
+                    ));
+                }
+            }
+            Tower::Prompt => {
+                let ctx = sc
+                    .context_length
+                    .ok_or_else(|| Error::model(path, "prompt sidecar has no context_length"))?;
+                let table = sc
+                    .token_table
+                    .as_ref()
+                    .ok_or_else(|| Error::model(path, "prompt sidecar has no token_table"))?;
+                let eot = sc
+                    .eot_input
+                    .as_ref()
+                    .ok_or_else(|| Error::model(path, "prompt sidecar has no eot_input"))?;
+                if sc.input.shape != [None, Some(ctx), Some(table.width)] || sc.input.dtype != "f32"
+                {
+                    return Err(Error::model(
+                        path,
+                        format!(
+                            "sidecar input {:?} {} is not f32 [batch, {ctx}, {}] (context_length, \
+                             token table width)",
+                            sc.input.shape, sc.input.dtype, table.width
+                        ),
+                    ));
+                }
+                if eot.shape != [None] || eot.dtype != "i64" {
+                    return Err(Error::model(
+                        path,
+                        format!(
+                            "sidecar eot_input {:?} {} is not i64 [batch]",
+                            eot.shape, eot.dtype
+                        ),
+                    ));
+                }
+                if table.dtype != "f16" && table.dtype != "f32" {
+                    return Err(Error::model(
+                        path,
+                        format!("token table dtype {:?} (expected f16 or f32)", table.dtype),
                     ));
                 }
             }

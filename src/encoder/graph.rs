@@ -84,7 +84,7 @@ pub(crate) enum Source {
 
 pub(crate) struct Graph {
     plan: Arc<TypedRunnableModel>,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     pub(crate) sha256: String,
     pub(crate) batch: usize,
     pub(crate) precision: Precision,
@@ -96,7 +96,28 @@ pub(crate) struct Graph {
     executor: Executor,
     item_shape: Vec<usize>,
     input_dt: DatumType,
+    /// The graph has a second input: one i64 per item (a prompt tower's EOT positions).
+    positions: bool,
     dim: usize,
+}
+
+/// A graph's inputs: the main one (`[batch, item_shape…]` of `dt`) and, for a prompt tower, a
+/// second `[batch]` i64 input of per-item positions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Inputs<'a> {
+    pub(crate) dt: DatumType,
+    pub(crate) item_shape: &'a [usize],
+    pub(crate) positions: bool,
+}
+
+impl<'a> Inputs<'a> {
+    pub(crate) fn one(dt: DatumType, item_shape: &'a [usize]) -> Inputs<'a> {
+        Inputs {
+            dt,
+            item_shape,
+            positions: false,
+        }
+    }
 }
 
 impl Graph {
@@ -106,10 +127,14 @@ impl Graph {
     pub(crate) fn load(
         path: &Path,
         sidecar: &Sidecar,
-        input_dt: DatumType,
-        item_shape: &[usize],
+        inputs: Inputs<'_>,
         opts: &RunOptions,
     ) -> Result<Graph> {
+        let Inputs {
+            dt: input_dt,
+            item_shape,
+            positions,
+        } = inputs;
         if opts.batch == 0 {
             return Err(Error::Invalid("batch size must be at least 1".into()));
         }
@@ -119,11 +144,11 @@ impl Graph {
                 (typed, sha256, Source::Compiled(tar))
             }
             super::compiled::Lookup::Absent => {
-                let (typed, sha256) = typed_from_onnx(path, sidecar, input_dt, item_shape, opts)?;
+                let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
                 (typed, sha256, Source::Onnx)
             }
             super::compiled::Lookup::Rejected(why) => {
-                let (typed, sha256) = typed_from_onnx(path, sidecar, input_dt, item_shape, opts)?;
+                let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
                 (typed, sha256, Source::OnnxNotCompiled(why))
             }
         };
@@ -186,6 +211,7 @@ impl Graph {
             executor,
             item_shape: item_shape.to_vec(),
             input_dt,
+            positions,
             dim: sidecar.embed_dim,
         })
     }
@@ -277,6 +303,48 @@ impl Graph {
         input: &[T],
         out: &mut [f32],
     ) -> Result<()> {
+        if self.positions {
+            return Err(Error::Invalid(format!(
+                "{}: the graph also takes positions",
+                self.path.display()
+            )));
+        }
+        self.run_values(rs, input, None, out)
+    }
+
+    /// [`run_into`](Self::run_into) for a graph with a second input: `positions` holds one i64
+    /// per item of the batch.
+    pub(crate) fn run_with_positions_into(
+        &self,
+        rs: &mut RunState,
+        input: &[f32],
+        positions: &[i64],
+        out: &mut [f32],
+    ) -> Result<()> {
+        if !self.positions || positions.len() != self.batch {
+            return Err(Error::Invalid(format!(
+                "{}: {} positions for a batch of {} ({})",
+                self.path.display(),
+                positions.len(),
+                self.batch,
+                if self.positions {
+                    "one per item"
+                } else {
+                    "the graph takes none"
+                }
+            )));
+        }
+        let t = tract_ndarray::Array1::from_vec(positions.to_vec()).into_tensor();
+        self.run_values(rs, input, Some(t.into_tvalue()), out)
+    }
+
+    fn run_values<T: InputValue>(
+        &self,
+        rs: &mut RunState,
+        input: &[T],
+        second: Option<TValue>,
+        out: &mut [f32],
+    ) -> Result<()> {
         if input.len() != self.batch * self.item_len() {
             return Err(Error::Invalid(format!(
                 "{} input values for a batch of {} items of {}",
@@ -302,9 +370,10 @@ impl Graph {
         let tensor = Arc::get_mut(&mut rs.input).expect("unique: replaced above if shared");
         let mut view = tensor.try_as_plain_ram_mut().map_err(|e| self.err(e))?;
         T::write(input, &mut view).map_err(|e| self.err(e))?;
-        let value = TValue::from_const(Arc::clone(&rs.input));
+        let mut values = tvec!(TValue::from_const(Arc::clone(&rs.input)));
+        values.extend(second);
         let state = &mut rs.state;
-        let result = multithread_tract_scope(self.executor.clone(), || state.run(tvec!(value)))
+        let result = multithread_tract_scope(self.executor.clone(), || state.run(values))
             .map_err(|e| self.err(e))?;
         let feats = result[0].cast_to::<f32>().map_err(|e| self.err(e))?;
         let view = feats.try_as_plain_ram().map_err(|e| self.err(e))?;
@@ -416,10 +485,14 @@ fn release_freed_memory() {
 pub(crate) fn typed_from_onnx(
     path: &Path,
     sidecar: &Sidecar,
-    input_dt: DatumType,
-    item_shape: &[usize],
+    inputs: Inputs<'_>,
     opts: &RunOptions,
 ) -> Result<(TypedModel, String)> {
+    let Inputs {
+        dt: input_dt,
+        item_shape,
+        positions,
+    } = inputs;
     let bytes = std::fs::read(path).map_err(|e| Error::model(path, crate::error::io_reason(&e)))?;
     let sha256 = sidecar.verify_graph(path, &bytes)?;
     let fail =
@@ -428,10 +501,14 @@ pub(crate) fn typed_from_onnx(
         .model_for_read(&mut &bytes[..])
         .map_err(|e| fail("not a loadable ONNX graph", e))?;
     drop(bytes);
-    if model.inputs.len() != 1 {
+    let expect = 1 + usize::from(positions);
+    if model.inputs.len() != expect {
         return Err(Error::model(
             path,
-            format!("graph has {} inputs, tipedge expects 1", model.inputs.len()),
+            format!(
+                "graph has {} inputs, tipedge expects {expect}",
+                model.inputs.len()
+            ),
         ));
     }
     check_declared_input(path, &model, item_shape)?;
@@ -441,6 +518,11 @@ pub(crate) fn typed_from_onnx(
     model
         .set_input_fact(0, InferenceFact::dt_shape(input_dt, shape.clone()))
         .map_err(|e| fail("cannot fix the input shape", e))?;
+    if positions {
+        model
+            .set_input_fact(1, InferenceFact::dt_shape(i64::datum_type(), [opts.batch]))
+            .map_err(|e| fail("cannot fix the positions input", e))?;
+    }
     let mut typed = model
         .into_typed()
         .map_err(|e| fail(&format!("graph does not accept input {shape:?}"), e))?

@@ -7,9 +7,11 @@
 
 mod compiled;
 mod graph;
+mod prompt;
 
 pub use compiled::{Compiled, Record as CompiledRecord};
 pub use graph::{OpTime, Precision, RunOptions};
+pub use prompt::{PromptEncoder, TokenTable};
 
 use std::path::{Path, PathBuf};
 
@@ -17,16 +19,22 @@ use crate::error::{Error, Result};
 use crate::pack::{EncoderId, Expect, ENCODER_NAME_LEN};
 use crate::preprocess::Recipe;
 use crate::sidecar::{Family, Sidecar, Tower};
-use graph::Graph;
+use graph::{Graph, Inputs};
 use tract_onnx::prelude::Datum;
 
 /// Where a model lives: a folder holding `image.onnx` (+ `image.json`) and, for CLIP,
-/// `text.onnx` (+ `text.json`); or the path of an image graph itself.
+/// `text.onnx` (+ `text.json`) and, for CoOp, `text_embed.onnx` (+ `text_embed.json` and its
+/// token table); or the path of an image graph itself.
 #[derive(Debug, Clone)]
 pub struct ModelPaths {
     pub image: PathBuf,
     pub text: Option<PathBuf>,
+    /// The prompt tower (text from token embeddings) beside the image graph, if exported.
+    pub prompt: Option<PathBuf>,
 }
+
+/// The prompt tower's file name in a model folder.
+pub const PROMPT_GRAPH: &str = "text_embed.onnx";
 
 impl ModelPaths {
     pub fn resolve(path: &Path) -> Result<ModelPaths> {
@@ -36,16 +44,21 @@ impl ModelPaths {
                 return Err(Error::model(path, "model folder has no image.onnx"));
             }
             let text = path.join("text.onnx");
+            let prompt = path.join(PROMPT_GRAPH);
             Ok(ModelPaths {
                 image,
                 text: text.is_file().then_some(text),
+                prompt: prompt.is_file().then_some(prompt),
             })
         } else if path.is_file() {
             let text = path.with_file_name("text.onnx");
             let text = (text != path && text.is_file()).then_some(text);
+            let prompt = path.with_file_name(PROMPT_GRAPH);
+            let prompt = (prompt != path && prompt.is_file()).then_some(prompt);
             Ok(ModelPaths {
                 image: path.to_path_buf(),
                 text,
+                prompt,
             })
         } else {
             Err(Error::model(path, "no such model file or folder"))
@@ -69,7 +82,12 @@ impl ImageEncoder {
             .recipe()
             .map_err(|r| Error::model(Sidecar::path_for(path), r))?;
         let side = recipe.crop_size as usize;
-        let graph = Graph::load(path, &sidecar, f32::datum_type(), &[3, side, side], opts)?;
+        let graph = Graph::load(
+            path,
+            &sidecar,
+            Inputs::one(f32::datum_type(), &[3, side, side]),
+            opts,
+        )?;
         let id = encoder_id(&graph.sha256, &sidecar.arch);
         Ok(ImageEncoder {
             graph,
@@ -215,7 +233,12 @@ impl TextEncoder {
     pub fn load(path: &Path, opts: &RunOptions) -> Result<TextEncoder> {
         let sidecar = read_sidecar(path, Tower::Text)?;
         let context_length = sidecar.context_length.unwrap_or(77);
-        let graph = Graph::load(path, &sidecar, i64::datum_type(), &[context_length], opts)?;
+        let graph = Graph::load(
+            path,
+            &sidecar,
+            Inputs::one(i64::datum_type(), &[context_length]),
+            opts,
+        )?;
         Ok(TextEncoder {
             graph,
             sidecar,
@@ -323,7 +346,8 @@ pub fn compile(
     for (path, sidecar, dt, item) in graphs {
         on_graph(&path);
         let t = std::time::Instant::now();
-        let (typed, sha256) = graph::typed_from_onnx(&path, &sidecar, dt, &item, opts)?;
+        let (typed, sha256) =
+            graph::typed_from_onnx(&path, &sidecar, Inputs::one(dt, &item), opts)?;
         let (out, bytes, digest) = compiled::write(&path, &sha256, &typed, opts)?;
         done.push(Compiled {
             graph: path,
