@@ -15,6 +15,8 @@ pub mod adapter;
 pub mod bench;
 pub mod classifier;
 #[cfg(feature = "runtime")]
+pub mod coop;
+#[cfg(feature = "runtime")]
 pub mod dataset;
 #[cfg(feature = "runtime")]
 pub mod device;
