@@ -1,8 +1,10 @@
-//! Zero-shot text classifier W from class names and prompt templates.
+//! CLIP's text classifier W from class names: with prompt templates (zero-shot CLIP) or with a
+//! learned CoOp context ([`crate::coop`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::encoder::{ImageEncoder, ModelPaths, RunOptions, TextEncoder};
+use crate::coop::{self, Context};
+use crate::encoder::{ImageEncoder, ModelPaths, PromptEncoder, RunOptions, TextEncoder};
 use crate::error::{Error, Result};
 use crate::kernel::l2_normalize_rows;
 use crate::progress::Progress;
@@ -161,6 +163,59 @@ impl Templates {
     }
 }
 
+/// What W is made from.
+#[derive(Debug, Clone)]
+pub enum Prompts {
+    /// Prompt templates through the token-id text tower (`text.onnx`): zero-shot CLIP.
+    Templates(Templates),
+    /// A learned CoOp context through the prompt tower (`text_embed.onnx`).
+    Coop(CoopPrompts),
+}
+
+/// A CoOp context and the file it came from (named in errors).
+#[derive(Debug, Clone)]
+pub struct CoopPrompts {
+    pub context: Context,
+    pub path: PathBuf,
+}
+
+impl Prompts {
+    /// `--coop FILE` when given (a context file), else `--templates SPEC`.
+    pub fn resolve(templates: &str, coop: Option<&Path>) -> Result<Prompts> {
+        match coop {
+            Some(path) => Ok(Prompts::Coop(CoopPrompts {
+                context: Context::read(path)?,
+                path: path.to_path_buf(),
+            })),
+            None => Templates::resolve(templates).map(Prompts::Templates),
+        }
+    }
+
+    /// One line for progress and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Prompts::Templates(t) => format!("{} prompt templates", t.0.len()),
+            Prompts::Coop(c) => format!(
+                "CoOp context {} ({} {} vectors, class tokens at the {})",
+                c.path.display(),
+                c.context.n_ctx,
+                if c.context.class_specific {
+                    "class-specific"
+                } else {
+                    "generic"
+                },
+                c.context.position.name()
+            ),
+        }
+    }
+}
+
+impl From<Templates> for Prompts {
+    fn from(t: Templates) -> Prompts {
+        Prompts::Templates(t)
+    }
+}
+
 /// Builds W (`n_classes × dim`, rows unit-norm) as the official Tip-Adapter `clip_classifier`:
 /// for each class, encode every template, L2-normalise each embedding, average, renormalise.
 pub fn build_classifier(
@@ -191,20 +246,25 @@ pub fn build_classifier(
     Ok(w)
 }
 
-/// CLIP's zero-shot classifier W for `encoder` from class names × prompt templates, with the
-/// text tower beside the image tower (`model.text`); `None` for an image-only backbone, which
-/// has no text tower and uses the cache term alone.
+/// CLIP's classifier W for `encoder` from class names and `prompts`: templates through the
+/// text tower beside the image tower (`model.text`), or a CoOp context through the prompt tower
+/// (`model.prompt`); `None` for an image-only backbone, which has no text tower and uses the
+/// cache term alone.
 pub fn text_classifier(
     encoder: &ImageEncoder,
     model: &ModelPaths,
     class_names: &[String],
-    templates: &Templates,
+    prompts: &Prompts,
     run: &RunOptions,
     progress: &mut dyn Progress,
 ) -> Result<Option<Vec<f32>>> {
     if encoder.family() != Family::Clip {
         return Ok(None);
     }
+    let templates = match prompts {
+        Prompts::Templates(t) => t,
+        Prompts::Coop(c) => return coop_classifier(encoder, model, class_names, c, run, progress),
+    };
     let text_path = model
         .text
         .as_ref()
@@ -224,6 +284,43 @@ pub fn text_classifier(
     let w = build_classifier(&text, &Tokenizer::new(), class_names, templates, |n| {
         progress.set(n)
     });
+    progress.finish();
+    w.map(Some)
+}
+
+fn coop_classifier(
+    encoder: &ImageEncoder,
+    model: &ModelPaths,
+    class_names: &[String],
+    coop: &CoopPrompts,
+    run: &RunOptions,
+    progress: &mut dyn Progress,
+) -> Result<Option<Vec<f32>>> {
+    let path = model.prompt.as_ref().ok_or_else(|| {
+        Error::model(
+            &model.image,
+            "a CoOp context needs the prompt tower text_embed.onnx beside the image graph \
+             (models/export_clip.py exports it)",
+        )
+    })?;
+    let tower = PromptEncoder::load(path, run)?;
+    if tower.dim() != encoder.dim() {
+        return Err(Error::model(
+            path,
+            format!(
+                "text features have {} dims, image features {}",
+                tower.dim(),
+                encoder.dim()
+            ),
+        ));
+    }
+    progress.start("prompts", class_names.len());
+    let w = coop::build_classifier(&tower, &Tokenizer::new(), &coop.context, class_names).map_err(
+        |e| match e {
+            Error::Invalid(why) => Error::Invalid(format!("{}: {why}", coop.path.display())),
+            other => other,
+        },
+    );
     progress.finish();
     w.map(Some)
 }

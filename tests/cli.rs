@@ -1206,3 +1206,95 @@ fn compile_writes_a_form_that_later_loads_use_and_stale_ones_are_named() {
     let out = tipedge(&["compile", "--help"]);
     assert!(text(&out.stdout).contains("Example:"));
 }
+
+/// `--coop CTX`: W from a learned context through the prompt tower, for cache build and
+/// classify; a context that does not fit the classes is one line and writes nothing.
+#[test]
+fn coop_context_makes_w_for_cache_build_and_classify() {
+    use tipedge::coop::{build_classifier, Context};
+    use tipedge::encoder::{PromptEncoder, RunOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::fixture("clip-tiny");
+    let example = common::repo("examples/textile");
+    let generic = common::fixture("coop/ctx_end_generic.safetensors");
+    let csc = common::fixture("coop/ctx_end_csc.safetensors");
+    let build = |out: &Path, ctx: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_tipedge"))
+            .args([
+                "cache",
+                "build",
+                "--json",
+                "-k",
+                "2",
+                "--augment-epochs",
+                "1",
+            ])
+            .args([
+                "--created",
+                "0",
+                "--no-feature-store",
+                "--keys",
+                "f32",
+                "--model",
+            ])
+            .arg(&model)
+            .arg("--shots")
+            .arg(example.join("shots"))
+            .arg("--coop")
+            .arg(ctx)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let pack_path = dir.path().join("coop.pack");
+    let o = build(&pack_path, &generic);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let pack = tipedge::pack::Pack::open(&pack_path, &tipedge::pack::Expect::any()).unwrap();
+    let names = pack.class_names().to_vec();
+    assert_eq!(names, ["global defect", "local defect", "nominal"]);
+    let tower =
+        PromptEncoder::load(&model.join("text_embed.onnx"), &RunOptions::default()).unwrap();
+    let want = build_classifier(
+        &tower,
+        &tipedge::text::Tokenizer::new(),
+        &Context::read(&generic).unwrap(),
+        &names,
+    )
+    .unwrap();
+    let d = common::max_abs_diff(pack.text_classifier().unwrap(), &want);
+    assert!(d <= 1e-6, "pack W vs the context's W: {d:e}");
+
+    // A class-specific context trained on other classes: one line, no pack.
+    let refused = dir.path().join("csc.pack");
+    let o = build(&refused, &csc);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("ctx_end_csc.safetensors: class-specific context was trained on 4 classes"),
+        "{err}"
+    );
+    assert!(!refused.exists());
+
+    // classify among named classes with the context; --coop and --templates exclude each other.
+    let query = example.join("query/nominal");
+    let classify = |extra: &[&str]| {
+        let mut args = vec!["classify", "--model", model.to_str().unwrap()];
+        args.extend(["--classes", "nominal,hairline crack", "--json"]);
+        args.extend(["--coop", generic.to_str().unwrap()]);
+        args.extend(extra);
+        args.push(query.to_str().unwrap());
+        tipedge(&args)
+    };
+    let o = classify(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(json_lines(&o.stdout).len(), 16);
+    let o = classify(&["--templates", "photo"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("cannot be used with"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -9,7 +9,7 @@ use tipedge::kernel::KeyDtype;
 use tipedge::train::build::{build_pack, BuildOptions, BuildRequest, ValSearch};
 use tipedge::train::keys::DEFAULT_AUGMENT_EPOCHS;
 use tipedge::train::recipes::{RecipeName, Selection};
-use tipedge::zeroshot::Templates;
+use tipedge::zeroshot::Prompts;
 
 use super::common::{
     load_image_encoder, now_unix, print_json, Bars, CalibrationArgs, FeatureStoreArgs, GridArgs,
@@ -110,6 +110,10 @@ pub struct BuildArgs {
     /// Prompt templates for CLIP's text classifier: tip, clip, photo, or a file (see classify).
     #[arg(long, default_value = "tip")]
     templates: String,
+    /// W from a learned CoOp context (a context file from models/coop_train.py or
+    /// coop_import.py) through the prompt tower text_embed.onnx, instead of --templates.
+    #[arg(long, value_name = "CTX", conflicts_with = "templates")]
+    coop: Option<PathBuf>,
     /// α stored in the pack (weight of the cache term).
     #[arg(long, default_value_t = DEFAULT_ALPHA)]
     alpha: f32,
@@ -176,7 +180,7 @@ fn build(args: BuildArgs) -> anyhow::Result<i32> {
             } else {
                 recipes[0].recipe(args.augment_epochs, seed)
             },
-            templates: Templates::resolve(&args.templates)?,
+            prompts: Prompts::resolve(&args.templates, args.coop.as_deref())?,
             key_dtype: args.keys,
             alpha: args.alpha,
             beta: args.beta,

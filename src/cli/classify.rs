@@ -18,7 +18,7 @@ use tipedge::train::build::{
 use tipedge::train::keys::{KeyRecipe, DEFAULT_AUGMENT_EPOCHS};
 use tipedge::train::recipes::{RecipeName, Selection};
 use tipedge::train::search::Grid;
-use tipedge::zeroshot::Templates;
+use tipedge::zeroshot::Prompts;
 
 use super::common::{load_image_encoder, print_json, progress, repo_path, Bars, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
@@ -84,6 +84,11 @@ struct CommonArgs {
     /// photo ("a photo of a {}."), or a file with one template per line containing {}.
     #[arg(long, default_value = "tip")]
     templates: String,
+    /// W from a learned CoOp context (a context file from models/coop_train.py or
+    /// coop_import.py) through the prompt tower text_embed.onnx, instead of --templates
+    /// (with shots or --classes; a pack has its W already).
+    #[arg(long, value_name = "CTX", conflicts_with = "templates")]
+    coop: Option<PathBuf>,
     /// Weight α of the cache term [default: the pack's, else 1.17].
     #[arg(long)]
     alpha: Option<f32>,
@@ -171,13 +176,13 @@ fn classify(
 
     // The classifier: a pack (memory-mapped), or built here from shots or class names.
     let mut bars = Bars::new(common.json);
-    let templates = || Templates::resolve(&common.templates);
+    let prompts = || Prompts::resolve(&common.templates, common.coop.as_deref());
     let from_built = |b: Built| (Classifier::from_draft(b.draft), b.class_folders, b.skipped);
     // A classifier built here from shots: plain f32 keys at the official α/β, unless a
     // validation split chooses.
-    let shot_options = |templates| BuildOptions {
+    let shot_options = |prompts| BuildOptions {
         recipe: KeyRecipe::plain(),
-        templates,
+        prompts,
         key_dtype: KeyDtype::F32,
         alpha: DEFAULT_ALPHA,
         beta: DEFAULT_BETA,
@@ -194,7 +199,7 @@ fn classify(
         Source::Shots(dir, Some(val)) => {
             let options = BuildOptions {
                 recipe: RecipeName::Official.recipe(DEFAULT_AUGMENT_EPOCHS, 1),
-                ..shot_options(templates()?)
+                ..shot_options(prompts()?)
             };
             let grid = Grid::default_search();
             let search = ValSearch {
@@ -222,7 +227,7 @@ fn classify(
             from_built(choice.built)
         }
         Source::Shots(dir, None) => {
-            let options = shot_options(templates()?);
+            let options = shot_options(prompts()?);
             let shots = LabelledSet::read(dir)?;
             from_built(build_from_shots(
                 &encoder, &paths, &shots, &options, &mut bars,
@@ -232,7 +237,7 @@ fn classify(
             &encoder,
             &paths,
             classes,
-            &templates()?,
+            &prompts()?,
             &run,
             &mut bars,
         )?),

@@ -10,7 +10,7 @@ use tipedge::dataset::expand_inputs;
 use tipedge::device::enrol::{class_w_row, shot_keys, Enrolment};
 use tipedge::preprocess::augment::Augmentation;
 use tipedge::train::keys::KeyRecipe;
-use tipedge::zeroshot::Templates;
+use tipedge::zeroshot::{Prompts, Templates};
 
 use super::common::{load_image_encoder, now_unix, print_json, Bars, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
@@ -158,7 +158,7 @@ pub fn enrol(args: EnrolArgs) -> anyhow::Result<i32> {
     let w_row = if !needs_w_row {
         None
     } else {
-        let templates = Templates::resolve(&args.templates)?;
+        let templates = Prompts::from(Templates::resolve(&args.templates)?);
         class_w_row(
             &encoder,
             &state.model().image,

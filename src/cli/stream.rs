@@ -25,7 +25,7 @@ use tipedge::stream::raw::RawReader;
 use tipedge::stream::watch::FolderWatcher;
 use tipedge::stream::{self, FrameKind, FramePolicy, FrameSource, Output, StreamOptions};
 use tipedge::tda::TdaConfig;
-use tipedge::zeroshot::Templates;
+use tipedge::zeroshot::{Prompts, Templates};
 
 use super::common::{load_image_encoder, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
@@ -293,7 +293,7 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
                         })
                     }),
                     w_row: Box::new(move |class| {
-                        let templates = Templates::resolve("tip")?;
+                        let templates = Prompts::from(Templates::resolve("tip")?);
                         class_w_row(&encoder, &image, class, &templates, &run, &mut Silent)
                     }),
                     frame_wait: std::time::Duration::from_secs(5),

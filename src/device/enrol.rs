@@ -23,7 +23,7 @@ use crate::progress::Progress;
 use crate::sidecar::sha256_hex;
 use crate::train::build::tool_version;
 use crate::train::keys::{build_keys, KeyRecipe, ShotKeys};
-use crate::zeroshot::{text_classifier, Templates};
+use crate::zeroshot::{text_classifier, Prompts};
 
 /// What an enrolment did (`"type": "enrol"`).
 #[derive(Debug, Clone, Serialize)]
@@ -153,13 +153,13 @@ pub fn shot_keys(
     Ok(ImageShots { keys, sources })
 }
 
-/// The new class's row of CLIP's zero-shot classifier W, from its name and `templates` with the
+/// The new class's row of CLIP's classifier W, from its name and `prompts` with the
 /// text tower beside the image graph; `None` for an image-only backbone.
 pub fn class_w_row(
     encoder: &ImageEncoder,
     image_graph: &Path,
     class: &str,
-    templates: &Templates,
+    prompts: &Prompts,
     run: &RunOptions,
     progress: &mut dyn Progress,
 ) -> Result<Option<Vec<f32>>> {
@@ -168,7 +168,7 @@ pub fn class_w_row(
         encoder,
         &model,
         &[class.to_string()],
-        templates,
+        prompts,
         run,
         progress,
     )

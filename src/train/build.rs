@@ -24,14 +24,14 @@ use crate::train::recipes::{
     choice_record, choose_recipe, RecipeChoice, RecipeName, RecipeScore, Selection,
 };
 use crate::train::search::Grid;
-use crate::zeroshot::{text_classifier, Templates};
+use crate::zeroshot::{text_classifier, Prompts};
 
 /// How the keys, W and the stored parameters are made.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub recipe: KeyRecipe,
-    /// Prompt templates of W (CLIP only).
-    pub templates: Templates,
+    /// What W is made from (CLIP only): prompt templates or a CoOp context.
+    pub prompts: Prompts,
     pub key_dtype: KeyDtype,
     /// α and β stored in the pack; the logit scale is the model's (its sidecar's, else 100).
     pub alpha: f32,
@@ -97,7 +97,7 @@ pub fn shots_classifier(
         encoder,
         model,
         &shots.class_names(),
-        &options.templates,
+        &options.prompts,
         &options.run,
         progress,
     )
@@ -164,12 +164,12 @@ pub fn build_with_classifier(
     })
 }
 
-/// A zero-shot CLIP classifier among `classes`: W from the names and `templates`, no keys.
+/// A zero-shot CLIP classifier among `classes`: W from the names and `prompts`, no keys.
 pub fn build_zero_shot(
     encoder: &ImageEncoder,
     model: &ModelPaths,
     classes: &[String],
-    templates: &Templates,
+    prompts: &Prompts,
     run: &RunOptions,
     progress: &mut dyn Progress,
 ) -> Result<Built> {
@@ -184,7 +184,7 @@ pub fn build_zero_shot(
             "zero-shot needs class names (or shots, or a pack)".into(),
         ));
     }
-    let w = text_classifier(encoder, model, classes, templates, run, progress)?;
+    let w = text_classifier(encoder, model, classes, prompts, run, progress)?;
     let params = AdapterParams {
         logit_scale: logit_scale_of(encoder),
         ..AdapterParams::default()
