@@ -122,6 +122,7 @@ impl Fixture {
             head: Head::Tip,
             gda: None,
             choice: None,
+            prompt_context: None,
             encoder: &self.encoder,
             provenance: &self.provenance,
         }
@@ -170,6 +171,7 @@ fn section_name(id: u32) -> &'static str {
         10 => "gda_weights",
         11 => "gda_bias",
         12 => "choice",
+        13 => "prompt_context",
         _ => panic!("no section id {id}"),
     }
 }
@@ -865,14 +867,14 @@ fn wrong_magic_is_refused() {
 
 #[test]
 fn other_versions_are_refused_even_with_valid_checksums() {
-    for v in [0u32, 5, 0x0100_0000] {
+    for v in [0u32, 6, 0x0100_0000] {
         let mut b = Fixture::small().bytes();
         put_u32(&mut b, 8, v);
         recrc(&mut b);
         assert_refused(
             &b,
             &Expect::any(),
-            &["header: format version", "this build reads versions 1 to 4"],
+            &["header: format version", "this build reads versions 1 to 5"],
         );
     }
 }
@@ -1190,6 +1192,89 @@ break",
     assert!(refusal(&b, &Expect::any()).contains("gda_weights"));
     let b = patched(&tip4, "choice", |s| s[0] = 0xff);
     assert_refused(&b, &Expect::any(), &["section 'choice': not valid UTF-8"]);
+}
+
+/// The framing of a context file (the pack layer checks no more of it): u64 header length, a
+/// JSON object padded to 8 bytes, the data.
+fn context_frame() -> Vec<u8> {
+    let mut header = br#"{"ctx":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]}}"#.to_vec();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut context = (header.len() as u64).to_le_bytes().to_vec();
+    context.extend_from_slice(&header);
+    context.extend_from_slice(&0.5f32.to_le_bytes());
+    context
+}
+
+#[test]
+fn version_5_carries_the_prompt_context() {
+    let fx = Fixture::small(); // dim 7, 3 classes, with W
+    let context = context_frame();
+    let mut c = fx.contents();
+    c.prompt_context = Some(&context);
+    let v5 = encode(&c).unwrap();
+    assert_eq!(u32_at(&v5, 8), 5);
+    let pack = Pack::from_bytes(&v5, &Expect::any()).unwrap();
+    assert_eq!(pack.prompt_context(), Some(&context[..]));
+    assert_eq!(encode(&PackDraft::from_pack(&pack).contents()).unwrap(), v5);
+    // Without it the same contents stay version 1, byte for byte.
+    assert_eq!(u32_at(&encode(&fx.contents()).unwrap(), 8), 1);
+    // With a GDA layer and a choice record as well: still one version, 5.
+    let weights: Vec<f32> = (0..3 * 7).map(|i| i as f32 * 0.25).collect();
+    let mut c = fx.contents();
+    c.prompt_context = Some(&context);
+    c.head = Head::Both;
+    c.gda = Some(GdaTerm {
+        weights: &weights,
+        bias: &[0.0; 3],
+        alpha: 1.0,
+    });
+    c.choice = Some("{}");
+    let both = encode(&c).unwrap();
+    assert_eq!(u32_at(&both, 8), 5);
+    assert_eq!(
+        Pack::from_bytes(&both, &Expect::any()).unwrap().head(),
+        Head::Both
+    );
+
+    // Refusals, by the writer and the reader (every checksum valid).
+    let no_w = Fixture::new(KeyDtype::F32, 7, &[2, 1, 2], false);
+    let mut c = no_w.contents();
+    c.prompt_context = Some(&context);
+    assert!(encode(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("section 'prompt_context': present, but the pack has no text classifier W"));
+    let b = patched(&v5, "prompt_context", |s| s[0] = 0xff);
+    assert_refused(&b, &Expect::any(), &["section 'prompt_context': header of"]);
+    let b = patched(&v5, "prompt_context", |s| s[8] = b'[');
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'prompt_context': header is not a JSON object"],
+    );
+    // A version 4 pack may not hold one; a version 5 pack must.
+    let mut b = v5.clone();
+    put_u32(&mut b, 8, 4);
+    recrc(&mut b);
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["section 'prompt_context': present, but version 4 has no prompt context"],
+    );
+    let mut b = encode(&fx.contents()).unwrap();
+    put_u32(&mut b, 8, 5);
+    put_u32(&mut b, 220, 1);
+    recrc(&mut b);
+    assert_refused(
+        &b,
+        &Expect::any(),
+        &["header: version 5 without a prompt context"],
+    );
+    // An older reader's view: version 6 is not supported.
+    let mut b = v5.clone();
+    put_u32(&mut b, 8, 6);
+    recrc(&mut b);
+    assert_refused(&b, &Expect::any(), &["format version 6 is not supported"]);
 }
 
 #[test]
@@ -1785,4 +1870,9 @@ fn write_fuzz_seeds() {
     let mut c = fx.contents();
     c.choice = Some(r#"{"recipe":"flip","head":"tip"}"#);
     write("int8-w-v4-choice", encode(&c).unwrap());
+    // Version 5: a prompt context.
+    let context = context_frame();
+    let mut c = fx.contents();
+    c.prompt_context = Some(&context);
+    write("int8-w-v5-prompt", encode(&c).unwrap());
 }

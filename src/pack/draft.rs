@@ -71,6 +71,8 @@ pub struct PackDraft {
     gda: Option<OwnedGda>,
     /// How the recipe and head were chosen on validation (JSON), kept for the record.
     pub choice: Option<String>,
+    /// The CoOp prompt context W was made from (a context file's bytes).
+    pub prompt_context: Option<Vec<u8>>,
 }
 
 impl PackDraft {
@@ -139,6 +141,7 @@ impl PackDraft {
             head: Head::Tip,
             gda: None,
             choice: None,
+            prompt_context: None,
         })
     }
 
@@ -170,6 +173,7 @@ impl PackDraft {
             head: pack.head(),
             gda: pack.gda().map(OwnedGda::from_term),
             choice: pack.choice().map(str::to_string),
+            prompt_context: pack.prompt_context().map(<[u8]>::to_vec),
         }
     }
 
@@ -327,41 +331,9 @@ impl PackDraft {
                     self.class_names.join(", ")
                 )))
             }
-            (None, true) if self.gda.is_some() => {
-                return Err(Error::Invalid(format!(
-                    "enrol: the pack scores with a GDA layer fitted for {} classes, which has no \
-                     row for a new class '{name}'; rebuild the pack with the new class's shots \
-                     (cache build), or with --head tip",
-                    self.class_names.len()
-                )))
-            }
             (None, true) => {
-                if name.is_empty() || name.chars().any(char::is_control) {
-                    return Err(Error::Invalid(format!(
-                        "enrol: {name:?} is not a class name (empty or with control characters)"
-                    )));
-                }
-                match (&self.text_classifier, w_row) {
-                    (Some(_), None) => {
-                        return Err(Error::Invalid(format!(
-                            "enrol: the pack has a zero-shot classifier W, so the new class \
-                             '{name}' needs its W row (from a CLIP text tower)"
-                        )))
-                    }
-                    (Some(_), Some(w)) if w.len() != dim || w.iter().any(|v| !v.is_finite()) => {
-                        return Err(Error::Invalid(format!(
-                            "enrol: the W row of '{name}' has {} values (finite ones needed), \
-                             expected {dim}",
-                            w.len()
-                        )))
-                    }
-                    (None, Some(_)) => {
-                        return Err(Error::Invalid(format!(
-                            "enrol: the pack has no zero-shot classifier W; '{name}' takes no W row"
-                        )))
-                    }
-                    _ => {}
-                }
+                self.check_new_class(name, w_row)
+                    .map_err(|e| Error::Invalid(format!("enrol: {e}")))?;
                 self.class_names.len()
             }
         };
@@ -369,11 +341,7 @@ impl PackDraft {
         l2_normalize_rows(&mut normalized, dim);
         let new = OwnedKeys::from_f32(self.key_dtype(), dim, &normalized)?;
         if class == self.class_names.len() {
-            self.class_names.push(name.to_string());
-            self.class_offsets.push(self.labels.len() as u32);
-            if let (Some(w), Some(row)) = (self.text_classifier.as_mut(), w_row) {
-                w.extend_from_slice(row);
-            }
+            self.push_class(name, w_row);
         }
         let at = self.class_offsets[class + 1] as usize;
         self.keys.insert(at, dim, new);
@@ -393,6 +361,69 @@ impl PackDraft {
         })
     }
 
+    /// Adds a class with no keys, known by its row of W alone (`w_row`, `dim` values): a class
+    /// added by name (CoOp's generic context gives any name its row). Its cache term is zero
+    /// until shots of it are enrolled. On error the draft is unchanged.
+    pub fn add_class(&mut self, name: &str, w_row: &[f32]) -> Result<usize> {
+        if self.class_names.iter().any(|c| c == name) {
+            return Err(Error::Invalid(format!(
+                "class '{name}' is already in the pack"
+            )));
+        }
+        if self.text_classifier.is_none() {
+            return Err(Error::Invalid(format!(
+                "the pack has no text classifier W, so '{name}' cannot be added by name"
+            )));
+        }
+        self.check_new_class(name, Some(w_row))?;
+        self.push_class(name, Some(w_row));
+        Ok(self.class_names.len() - 1)
+    }
+
+    /// What a new class must satisfy: a name, no GDA layer (it has no row for it), and a W row
+    /// exactly when the draft has W.
+    fn check_new_class(&self, name: &str, w_row: Option<&[f32]>) -> Result<()> {
+        let dim = self.dim;
+        if self.gda.is_some() {
+            return Err(Error::Invalid(format!(
+                "the pack scores with a GDA layer fitted for {} classes, which has no \
+                 row for a new class '{name}'; rebuild the pack with the new class's shots \
+                 (cache build), or with --head tip",
+                self.class_names.len()
+            )));
+        }
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
+            return Err(Error::Invalid(format!(
+                "{name:?} is not a class name (empty or with control characters)"
+            )));
+        }
+        match (&self.text_classifier, w_row) {
+            (Some(_), None) => Err(Error::Invalid(format!(
+                "the pack has a zero-shot classifier W, so the new class \
+                 '{name}' needs its W row (from a CLIP text tower)"
+            ))),
+            (Some(_), Some(w)) if w.len() != dim || w.iter().any(|v| !v.is_finite()) => {
+                Err(Error::Invalid(format!(
+                    "the W row of '{name}' has {} values (finite ones needed), \
+                     expected {dim}",
+                    w.len()
+                )))
+            }
+            (None, Some(_)) => Err(Error::Invalid(format!(
+                "the pack has no zero-shot classifier W; '{name}' takes no W row"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn push_class(&mut self, name: &str, w_row: Option<&[f32]>) {
+        self.class_names.push(name.to_string());
+        self.class_offsets.push(self.labels.len() as u32);
+        if let (Some(w), Some(row)) = (self.text_classifier.as_mut(), w_row) {
+            w.extend_from_slice(row);
+        }
+    }
+
     /// The pack's contents, borrowed, as the writer and the encoder take them.
     pub fn contents(&self) -> PackContents<'_> {
         PackContents {
@@ -410,6 +441,7 @@ impl PackDraft {
             head: self.head,
             gda: self.gda.as_ref().map(OwnedGda::term),
             choice: self.choice.as_deref(),
+            prompt_context: self.prompt_context.as_deref(),
             encoder: &self.encoder,
             provenance: &self.provenance,
         }

@@ -1,4 +1,4 @@
-//! The byte layout, versions 1 to 4 (FORMAT.md is the specification): constants, field offsets, section ids,
+//! The byte layout, versions 1 to 5 (FORMAT.md is the specification): constants, field offsets, section ids,
 //! and the decoding of the fixed header and the section table. Decoding here only reads; what a
 //! value must satisfy is decided in `verify`.
 
@@ -10,16 +10,18 @@ pub const MAGIC: [u8; 8] = *b"TIPEPACK";
 /// The newest format version this build writes and reads: 2 adds the temperature of calibrated
 /// probabilities, 3 the stored shots (features, classes and sources of shots enrolled on a
 /// device), 4 the head (a GDA layer beside or instead of the cache) and the record of the
-/// validation choice. A writer uses the oldest version that holds the contents: a pack without
-/// stored shots, temperature, GDA layer or choice record is version 1, byte for byte what
-/// earlier builds wrote and read.
-pub const VERSION: u32 = 4;
+/// validation choice, 5 the CoOp prompt context W was made from. A writer uses the oldest
+/// version that holds the contents: a pack without stored shots, temperature, GDA layer, choice
+/// record or prompt context is version 1, byte for byte what earlier builds wrote and read.
+pub const VERSION: u32 = 5;
 /// The version that added the temperature.
 pub const TEMPERATURE_VERSION: u32 = 2;
 /// The version that added stored shots.
 pub const SHOTS_VERSION: u32 = 3;
 /// The version that added the head (GDA layer) and the choice record.
 pub const HEAD_VERSION: u32 = 4;
+/// The version that added the prompt context.
+pub const PROMPT_VERSION: u32 = 5;
 /// The oldest format version this build reads.
 pub const FIRST_VERSION: u32 = 1;
 /// Written as a little-endian u32: the bytes `4D 3C 2B 1A` on disk.
@@ -74,7 +76,7 @@ pub(crate) mod at {
     pub const HEADER_CRC: usize = 252;
 }
 
-/// The sections of a pack (7 to 9 from version 3, 10 to 12 from version 4). The discriminant is the id stored in the
+/// The sections of a pack (7 to 9 from version 3, 10 to 12 from version 4, 13 from version 5). The discriminant is the id stored in the
 /// section table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SectionId {
@@ -90,11 +92,12 @@ pub enum SectionId {
     GdaWeights = 10,
     GdaBias = 11,
     Choice = 12,
+    PromptContext = 13,
 }
 
 impl SectionId {
     /// In id order, which is also the order the writer lays them out.
-    pub const ALL: [SectionId; 12] = [
+    pub const ALL: [SectionId; 13] = [
         SectionId::Keys,
         SectionId::KeyScales,
         SectionId::ClassOffsets,
@@ -107,6 +110,7 @@ impl SectionId {
         SectionId::GdaWeights,
         SectionId::GdaBias,
         SectionId::Choice,
+        SectionId::PromptContext,
     ];
 
     pub fn code(self) -> u32 {
@@ -132,6 +136,7 @@ impl SectionId {
             SectionId::GdaWeights => "gda_weights",
             SectionId::GdaBias => "gda_bias",
             SectionId::Choice => "choice",
+            SectionId::PromptContext => "prompt_context",
         }
     }
 

@@ -82,6 +82,9 @@ pub struct Inspection {
     /// The choice record (version 4: how the recipe and head were chosen on validation, JSON),
     /// when the pack passes verification and has one.
     pub choice: Option<String>,
+    /// The CoOp prompt context (version 5: a context file's bytes), when the pack passes
+    /// verification and has one.
+    pub prompt_context: Option<Vec<u8>>,
 }
 
 /// Reports on the pack at `path`. Fails only when the header cannot be read at all (not a pack,
@@ -169,9 +172,14 @@ fn inspect_in(path: &Path, b: &[u8]) -> Result<Inspection> {
                 .collect()
         })
         .unwrap_or_default();
-    let (problem, choice) = match verify(b, &Expect::any()) {
-        Ok(layout) => (None, layout.choice),
-        Err(r) => (Some(Error::pack(path, r).to_string()), None),
+    let (problem, choice, prompt_context) = match verify(b, &Expect::any()) {
+        Ok(layout) => {
+            let prompt = layout.sections[SectionId::PromptContext.index()]
+                .clone()
+                .map(|r| b[r].to_vec());
+            (None, layout.choice, prompt)
+        }
+        Err(r) => (Some(Error::pack(path, r).to_string()), None, None),
     };
     Ok(Inspection {
         file_len: b.len() as u64,
@@ -181,6 +189,7 @@ fn inspect_in(path: &Path, b: &[u8]) -> Result<Inspection> {
         classes,
         problem,
         choice,
+        prompt_context,
     })
 }
 

@@ -182,6 +182,10 @@ pub struct PackContents<'a> {
     /// How the recipe and the head were chosen on validation (JSON, `cache build --val`);
     /// `Some` makes the pack version 4. Kept for the record, never checked against anything.
     pub choice: Option<&'a str>,
+    /// The CoOp prompt context W was made from (a `tipedge-coop/1` context file, verbatim), so
+    /// that a class can be added on the device from its name; `Some` makes the pack version 5
+    /// and needs W.
+    pub prompt_context: Option<&'a [u8]>,
     pub encoder: &'a EncoderId,
     pub provenance: &'a Provenance,
 }

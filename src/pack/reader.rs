@@ -235,6 +235,13 @@ impl Pack {
         self.layout.choice.as_deref()
     }
 
+    /// The CoOp prompt context W was made from (a context file's bytes), if stored (version 5).
+    pub fn prompt_context(&self) -> Option<&[u8]> {
+        self.layout.sections[SectionId::PromptContext.index()]
+            .is_some()
+            .then(|| self.section(SectionId::PromptContext))
+    }
+
     /// The model this pack scores with: keys, W, α/β and the head.
     pub fn model(&self) -> TipAdapter<'_> {
         TipAdapter::new(self.keys(), self.text_classifier(), self.params())
@@ -260,6 +267,7 @@ impl Pack {
             head: h.head,
             gda: self.gda(),
             choice: self.choice(),
+            prompt_context: self.prompt_context(),
             encoder: &h.encoder,
             provenance: &h.provenance,
         }

@@ -8,7 +8,7 @@
 use super::format::{
     self, align_up, header_crc, RawEntry, RawHeader, SectionId, ENCODER_NAME_LEN, ENDIAN_MARKER,
     ENTRY_LEN, FIRST_VERSION, HEADER_LEN, HEAD_VERSION, MAGIC, MAX_DIM, MAX_SECTIONS,
-    SHOTS_VERSION, TEMPERATURE_VERSION, TOOL_VERSION_LEN, VERSION,
+    PROMPT_VERSION, SHOTS_VERSION, TEMPERATURE_VERSION, TOOL_VERSION_LEN, VERSION,
 };
 use super::{EncoderId, Expect, Header, Provenance};
 use crate::adapter::Head;
@@ -308,7 +308,10 @@ fn expected_len(id: SectionId, h: &Header) -> Result<Option<u64>, String> {
         SectionId::ShotLabels => Some(h.stored_shots as u64 * 4),
         SectionId::GdaWeights => nc.checked_mul(dim).and_then(|x| x.checked_mul(4)),
         SectionId::GdaBias => Some(nc * 4),
-        SectionId::ClassNames | SectionId::ShotSources | SectionId::Choice => return Ok(None),
+        SectionId::ClassNames
+        | SectionId::ShotSources
+        | SectionId::Choice
+        | SectionId::PromptContext => return Ok(None),
     };
     v.map(Some).ok_or_else(|| {
         format!(
@@ -332,6 +335,7 @@ fn what_it_holds(id: SectionId, h: &Header) -> String {
         SectionId::GdaWeights => format!("{} × {} f32 GDA weights", h.n_classes, h.dim),
         SectionId::GdaBias => format!("{} f32 GDA biases", h.n_classes),
         SectionId::Choice => "the choice record".into(),
+        SectionId::PromptContext => "the prompt context".into(),
     }
 }
 
@@ -412,6 +416,20 @@ fn check_table(b: &[u8], h: &Header, entries: &[RawEntry]) -> Result<SectionRang
                 ));
             }
             SectionId::Choice => {}
+            SectionId::PromptContext if present && h.version < PROMPT_VERSION => {
+                return Err(format!(
+                    "section '{id}': present, but version {} has no prompt context",
+                    h.version
+                ));
+            }
+            SectionId::PromptContext
+                if present && found[SectionId::TextClassifier.index()].is_none() =>
+            {
+                return Err(format!(
+                    "section '{id}': present, but the pack has no text classifier W"
+                ));
+            }
+            SectionId::PromptContext => {}
             SectionId::KeyScales if h.key_dtype != KeyDtype::I8 && present => {
                 return Err(format!(
                     "section '{id}': present, but the keys are {} (only int8 keys have scales)",
@@ -423,7 +441,13 @@ fn check_table(b: &[u8], h: &Header, entries: &[RawEntry]) -> Result<SectionRang
             _ => {}
         }
     }
-    if h.version >= HEAD_VERSION && !h.head.uses_gda() && found[SectionId::Choice.index()].is_none()
+    if h.version >= PROMPT_VERSION && found[SectionId::PromptContext.index()].is_none() {
+        return Err(format!(
+            "header: version {} without a prompt context (write an earlier version)",
+            h.version
+        ));
+    }
+    if h.version == HEAD_VERSION && !h.head.uses_gda() && found[SectionId::Choice.index()].is_none()
     {
         return Err(
             "header: version 4 without a GDA layer or a choice record (write an earlier version)"
@@ -600,7 +624,30 @@ fn check_values(b: &[u8], h: &Header, s: &SectionRanges) -> Result<Strings, Stri
             Some(c.to_string())
         }
     };
+    if let Some(c) = section(b, s, SectionId::PromptContext) {
+        check_safetensors_frame(c).map_err(|why| format!("section 'prompt_context': {why}"))?;
+    }
     Ok((names, sources, choice))
+}
+
+/// The framing of a safetensors file (a u64 header length, that many bytes of a UTF-8 JSON
+/// object, then the data): what the pack layer checks of a prompt context. Its contents are
+/// checked where it is used (`coop::Context::from_bytes`), which this layer does not depend on.
+fn check_safetensors_frame(b: &[u8]) -> Result<(), String> {
+    let n = b
+        .get(..8)
+        .map(|h| u64::from_le_bytes(h.try_into().expect("8 bytes")))
+        .ok_or_else(|| format!("{} bytes, not a safetensors file", b.len()))?;
+    let header = usize::try_from(n)
+        .ok()
+        .and_then(|n| b.get(8..8usize.checked_add(n)?))
+        .ok_or_else(|| format!("header of {n} bytes in {} bytes", b.len()))?;
+    let text =
+        std::str::from_utf8(header).map_err(|e| format!("header is not valid UTF-8 ({e})"))?;
+    if !text.starts_with('{') || !text.trim_end().ends_with('}') {
+        return Err("header is not a JSON object".into());
+    }
+    Ok(())
 }
 
 /// `n` NUL-terminated UTF-8 strings without control characters (empty ones allowed), one per

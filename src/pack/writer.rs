@@ -3,7 +3,8 @@
 
 use super::format::{
     self, align_up, at, header_crc, AlignedBytes, RawEntry, SectionId, ENDIAN_MARKER, ENTRY_LEN,
-    FIRST_VERSION, HEADER_LEN, HEAD_VERSION, MAGIC, SHOTS_VERSION, TEMPERATURE_VERSION,
+    FIRST_VERSION, HEADER_LEN, HEAD_VERSION, MAGIC, PROMPT_VERSION, SHOTS_VERSION,
+    TEMPERATURE_VERSION,
 };
 use super::verify::{self, data_start};
 use super::{Expect, Pack, PackContents};
@@ -221,6 +222,9 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
     if let Some(text) = choice {
         present.push((SectionId::Choice, text.len()));
     }
+    if let Some(bytes) = c.prompt_context {
+        present.push((SectionId::PromptContext, bytes.len()));
+    }
     let mut cursor = data_start(present.len());
     let mut placed = Vec::with_capacity(present.len());
     for &(id, len) in &present {
@@ -285,6 +289,11 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
                     s.copy_from_slice(text.as_bytes())
                 }
             }
+            SectionId::PromptContext => {
+                if let Some(bytes) = c.prompt_context {
+                    s.copy_from_slice(bytes)
+                }
+            }
         }
     }
     for (i, &(id, offset, len)) in placed.iter().enumerate() {
@@ -300,8 +309,10 @@ pub(crate) fn encode_aligned(c: &PackContents<'_>) -> Result<AlignedBytes, Strin
     }
     b[at::MAGIC..at::MAGIC + 8].copy_from_slice(&MAGIC);
     // The oldest version that holds the contents: a pack without a temperature, stored shots,
-    // GDA layer or choice record is version 1, as earlier builds wrote it.
-    let version = if gda.is_some() || choice.is_some() {
+    // GDA layer, choice record or prompt context is version 1, as earlier builds wrote it.
+    let version = if c.prompt_context.is_some() {
+        PROMPT_VERSION
+    } else if gda.is_some() || choice.is_some() {
         HEAD_VERSION
     } else if shots.is_some() {
         SHOTS_VERSION
