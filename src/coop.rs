@@ -23,6 +23,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::encoder::PromptEncoder;
 use crate::error::{io_reason, Error, Result};
 use crate::kernel::l2_normalize_rows;
+use crate::pack::{Pack, PackDraft};
 use crate::text::{Tokenizer, EOT, SOT};
 
 /// The context file's format tag.
@@ -86,6 +87,11 @@ pub struct Context {
 impl Context {
     /// Reads a context file; errors name the file.
     pub fn read(path: &Path) -> Result<Context> {
+        Context::read_with_bytes(path).map(|(c, _)| c)
+    }
+
+    /// [`read`](Self::read), also returning the file's bytes (what a pack stores).
+    pub fn read_with_bytes(path: &Path) -> Result<(Context, Vec<u8>)> {
         let bytes = std::fs::read(path).map_err(|e| {
             Error::Invalid(format!(
                 "{}: cannot read the CoOp context: {}",
@@ -93,8 +99,9 @@ impl Context {
                 io_reason(&e)
             ))
         })?;
-        Context::from_bytes(&bytes)
-            .map_err(|why| Error::Invalid(format!("{}: {why}", path.display())))
+        let context = Context::from_bytes(&bytes)
+            .map_err(|why| Error::Invalid(format!("{}: {why}", path.display())))?;
+        Ok((context, bytes))
     }
 
     /// Parses a context file's bytes; the error is the reason alone (the caller names the
@@ -343,4 +350,54 @@ pub fn build_classifier(
     let mut w = tower.encode(&emb, &eot, names.len())?;
     l2_normalize_rows(&mut w, tower.dim());
     Ok(w)
+}
+
+/// What `tipedge classes add` makes: the pack with classes added by name, each with its row of
+/// W from the pack's stored CoOp context through `tower`, and no keys (their cache term is zero
+/// until shots are enrolled). Refused, naming the pack, when the pack has no stored context, when
+/// the context is class-specific (it has no context for a new class), when it was trained for
+/// another text tower, or when a name is empty, already a class, or too long for the prompt.
+pub fn add_classes(
+    pack: &Pack,
+    tower: &PromptEncoder,
+    tokenizer: &Tokenizer,
+    names: &[String],
+) -> Result<PackDraft> {
+    let refuse = |why: String| Error::Invalid(format!("{}: {why}", pack.path().display()));
+    let bytes = pack.prompt_context().ok_or_else(|| {
+        refuse(
+            "the pack has no CoOp prompt context (its W came from templates): build it with \
+             cache build --coop, or add the class with shots (tipedge enrol)"
+                .into(),
+        )
+    })?;
+    let context =
+        Context::from_bytes(bytes).map_err(|why| refuse(format!("prompt context: {why}")))?;
+    if context.class_specific {
+        return Err(refuse(format!(
+            "the pack's CoOp context is class-specific (CSC: one context per class of [{}]), \
+             so it has no context for a new class; train a generic context to add classes by \
+             name",
+            context.classnames.join(", ")
+        )));
+    }
+    context.check_tower(tower).map_err(refuse)?;
+    if names.is_empty() {
+        return Err(refuse("no class names to add".into()));
+    }
+    let mut draft = PackDraft::from_pack(pack);
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(refuse(format!("class '{name}' is given twice")));
+        }
+    }
+    let (emb, eot) = prompt_embeddings(tower, tokenizer, &context, names).map_err(refuse)?;
+    let mut rows = tower.encode(&emb, &eot, names.len())?;
+    l2_normalize_rows(&mut rows, tower.dim());
+    for (name, row) in names.iter().zip(rows.chunks_exact(tower.dim())) {
+        draft
+            .add_class(name, row)
+            .map_err(|e| refuse(e.to_string()))?;
+    }
+    Ok(draft)
 }

@@ -316,12 +316,65 @@ pub struct InspectionRecord {
     /// How the recipe and head were chosen on validation (`cache build --val`), as recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub choice: Option<serde_json::Value>,
+    /// The CoOp context W was made from (version 5), or why it cannot be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_context: Option<PromptContextRecord>,
     pub encoder: String,
     pub encoder_sha256: String,
     pub provenance: ProvenanceRecord,
     pub header_checksum: String,
     pub sections: Vec<SectionRecord>,
     pub classes: Vec<ClassRecord>,
+}
+
+/// A pack's CoOp context as `inspect` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptContextRecord {
+    pub bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_ctx: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_specific: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_tower_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx_init: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl PromptContextRecord {
+    pub fn new(bytes: &[u8]) -> PromptContextRecord {
+        let empty = PromptContextRecord {
+            bytes: bytes.len(),
+            problem: None,
+            n_ctx: None,
+            class_specific: None,
+            position: None,
+            text_tower_sha256: None,
+            ctx_init: None,
+            source: None,
+        };
+        match crate::coop::Context::from_bytes(bytes) {
+            Ok(c) => PromptContextRecord {
+                n_ctx: Some(c.n_ctx),
+                class_specific: Some(c.class_specific),
+                position: Some(c.position.name()),
+                text_tower_sha256: Some(c.text_tower_sha256),
+                ctx_init: Some(c.ctx_init),
+                source: Some(c.source),
+                ..empty
+            },
+            Err(why) => PromptContextRecord {
+                problem: Some(why),
+                ..empty
+            },
+        }
+    }
 }
 
 impl InspectionRecord {
@@ -347,6 +400,7 @@ impl InspectionRecord {
                 .choice
                 .as_deref()
                 .map(|c| serde_json::from_str(c).unwrap_or_else(|_| c.into())),
+            prompt_context: r.prompt_context.as_deref().map(PromptContextRecord::new),
             encoder: h.encoder.name.clone(),
             encoder_sha256: h.encoder.sha256_hex(),
             provenance: ProvenanceRecord {

@@ -172,22 +172,36 @@ pub enum Prompts {
     Coop(CoopPrompts),
 }
 
-/// A CoOp context and the file it came from (named in errors).
+/// A CoOp context, the file it came from (named in errors) and the file's bytes (what a pack
+/// stores, so that classes can be added by name later).
 #[derive(Debug, Clone)]
 pub struct CoopPrompts {
     pub context: Context,
     pub path: PathBuf,
+    pub bytes: Vec<u8>,
 }
 
 impl Prompts {
     /// `--coop FILE` when given (a context file), else `--templates SPEC`.
     pub fn resolve(templates: &str, coop: Option<&Path>) -> Result<Prompts> {
         match coop {
-            Some(path) => Ok(Prompts::Coop(CoopPrompts {
-                context: Context::read(path)?,
-                path: path.to_path_buf(),
-            })),
+            Some(path) => {
+                let (context, bytes) = Context::read_with_bytes(path)?;
+                Ok(Prompts::Coop(CoopPrompts {
+                    context,
+                    path: path.to_path_buf(),
+                    bytes,
+                }))
+            }
             None => Templates::resolve(templates).map(Prompts::Templates),
+        }
+    }
+
+    /// The context file's bytes, for a CoOp context.
+    pub fn context_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Prompts::Templates(_) => None,
+            Prompts::Coop(c) => Some(&c.bytes),
         }
     }
 

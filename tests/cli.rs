@@ -1207,12 +1207,20 @@ fn compile_writes_a_form_that_later_loads_use_and_stale_ones_are_named() {
     assert!(text(&out.stdout).contains("Example:"));
 }
 
+/// W the context file `ctx` gives `names` through the prompt tower of `model`, in this process.
+fn coop_w(model: &Path, ctx: &Path, names: &[String]) -> Vec<f32> {
+    use tipedge::coop::{build_classifier, Context};
+    use tipedge::encoder::{PromptEncoder, RunOptions};
+    let tower =
+        PromptEncoder::load(&model.join("text_embed.onnx"), &RunOptions::default()).unwrap();
+    let context = Context::read(ctx).unwrap();
+    build_classifier(&tower, &tipedge::text::Tokenizer::new(), &context, names).unwrap()
+}
+
 /// `--coop CTX`: W from a learned context through the prompt tower, for cache build and
 /// classify; a context that does not fit the classes is one line and writes nothing.
 #[test]
 fn coop_context_makes_w_for_cache_build_and_classify() {
-    use tipedge::coop::{build_classifier, Context};
-    use tipedge::encoder::{PromptEncoder, RunOptions};
     let dir = tempfile::tempdir().unwrap();
     let model = common::fixture("clip-tiny");
     let example = common::repo("examples/textile");
@@ -1253,16 +1261,10 @@ fn coop_context_makes_w_for_cache_build_and_classify() {
     let pack = tipedge::pack::Pack::open(&pack_path, &tipedge::pack::Expect::any()).unwrap();
     let names = pack.class_names().to_vec();
     assert_eq!(names, ["global defect", "local defect", "nominal"]);
-    let tower =
-        PromptEncoder::load(&model.join("text_embed.onnx"), &RunOptions::default()).unwrap();
-    let want = build_classifier(
-        &tower,
-        &tipedge::text::Tokenizer::new(),
-        &Context::read(&generic).unwrap(),
-        &names,
-    )
-    .unwrap();
-    let d = common::max_abs_diff(pack.text_classifier().unwrap(), &want);
+    let d = common::max_abs_diff(
+        pack.text_classifier().unwrap(),
+        &coop_w(&model, &generic, &names),
+    );
     assert!(d <= 1e-6, "pack W vs the context's W: {d:e}");
 
     // A class-specific context trained on other classes: one line, no pack.
@@ -1297,4 +1299,148 @@ fn coop_context_makes_w_for_cache_build_and_classify() {
         "{}",
         text(&o.stderr)
     );
+}
+
+/// `classes add`: a class added by name from the pack's stored CoOp context gets the W row the
+/// context gives it; what cannot be added is one line and leaves the pack as it was.
+#[test]
+fn classes_add_by_name_from_the_packs_context() {
+    use tipedge::coop::Context;
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::fixture("clip-tiny");
+    let example = common::repo("examples/textile");
+    let build = |out: &Path, prompts: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_tipedge"))
+            .args(["cache", "build", "-k", "2", "--augment-epochs", "1"])
+            .args(["--created", "0", "--no-feature-store", "--model"])
+            .arg(&model)
+            .arg("--shots")
+            .arg(example.join("shots"))
+            .args(prompts)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    };
+    let add = |pack: &Path, names: &[&str], extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tipedge"));
+        c.args(["classes", "add", "--model"])
+            .arg(&model)
+            .arg("--pack")
+            .arg(pack);
+        for n in names {
+            c.args(["--name", n]);
+        }
+        c.args(extra).output().unwrap()
+    };
+    let generic = common::fixture("coop/ctx_end_generic.safetensors");
+    let pack = dir.path().join("coop.pack");
+    build(&pack, &["--coop", generic.to_str().unwrap()]);
+    let out = dir.path().join("grown.pack");
+    let o = add(
+        &pack,
+        &["hairline crack", "oil stain"],
+        &["--json", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["type"], "classes_add");
+    assert_eq!(r["classes"].as_array().unwrap().len(), 5);
+    let grown = tipedge::pack::Pack::open(&out, &tipedge::pack::Expect::any()).unwrap();
+    let names = grown.class_names().to_vec();
+    assert_eq!(names[3..], ["hairline crack", "oil stain"]);
+    // Every row, old and new, is what the context gives the five names.
+    let d = common::max_abs_diff(
+        grown.text_classifier().unwrap(),
+        &coop_w(&model, &generic, &names),
+    );
+    assert!(d <= 1e-6, "{d:e}");
+    let offsets = grown.class_offsets();
+    assert_eq!(offsets[3], offsets[5], "the new classes have no keys");
+    // The grown pack classifies (the new classes by W alone).
+    let o = tipedge(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--pack",
+        out.to_str().unwrap(),
+        example.join("query/nominal").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+
+    // Refusals: one line naming the pack; the pack is unchanged.
+    let csc_pack = dir.path().join("csc.pack");
+    let csc_ctx = dir.path().join("csc.safetensors");
+    // A CSC context for the textile classes, made from the fixture's by renaming its classes.
+    let mut ctx = Context::read(&common::fixture("coop/ctx_end_csc.safetensors")).unwrap();
+    ctx.classnames = vec![
+        "global defect".into(),
+        "local defect".into(),
+        "nominal".into(),
+    ];
+    write_context_like(&csc_ctx, &ctx, 3);
+    build(&csc_pack, &["--coop", csc_ctx.to_str().unwrap()]);
+    let templates_pack = dir.path().join("templates.pack");
+    build(&templates_pack, &["--templates", "photo"]);
+    for (p, names, why) in [
+        (&csc_pack, vec!["crack"], "context is class-specific (CSC"),
+        (
+            &templates_pack,
+            vec!["crack"],
+            "the pack has no CoOp prompt context",
+        ),
+        (
+            &pack,
+            vec!["nominal"],
+            "class 'nominal' is already in the pack",
+        ),
+        (&pack, vec!["  "], "is empty"),
+        (
+            &pack,
+            vec!["crack", "crack"],
+            "class 'crack' is given twice",
+        ),
+    ] {
+        let before = std::fs::read(p).unwrap();
+        let o = add(p, &names, &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(&p.display().to_string()), "{err}");
+        assert!(err.contains(why), "{why:?} in {err}");
+        assert_eq!(std::fs::read(p).unwrap(), before);
+    }
+}
+
+/// Writes `ctx` (CSC) as a context file for its first `n` classes, as models/coop.py does.
+fn write_context_like(path: &Path, ctx: &tipedge::coop::Context, n: usize) {
+    use safetensors::tensor::TensorView;
+    let per = ctx.n_ctx * ctx.width;
+    let bytes: Vec<u8> = ctx.ctx[..n * per]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let view = TensorView::new(
+        safetensors::Dtype::F32,
+        vec![n, ctx.n_ctx, ctx.width],
+        &bytes,
+    )
+    .unwrap();
+    let meta = std::collections::HashMap::from([
+        ("format".to_string(), "tipedge-coop/1".to_string()),
+        ("n_ctx".to_string(), ctx.n_ctx.to_string()),
+        ("csc".to_string(), "true".to_string()),
+        ("position".to_string(), ctx.position.name().to_string()),
+        (
+            "classnames".to_string(),
+            serde_json::to_string(&ctx.classnames).unwrap(),
+        ),
+        (
+            "text_tower_sha256".to_string(),
+            ctx.text_tower_sha256.clone(),
+        ),
+    ]);
+    let out = safetensors::serialize([("ctx", view)], Some(meta)).unwrap();
+    std::fs::write(path, out).unwrap();
 }

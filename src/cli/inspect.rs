@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tipedge::pack::{inspect, Inspection};
-use tipedge::record::InspectionRecord;
+use tipedge::record::{InspectionRecord, PromptContextRecord};
 
 use super::common::print_json;
 use super::{EXIT_FATAL, EXIT_OK};
@@ -120,6 +120,28 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
                 c.name.as_deref().unwrap_or("?"),
                 c.keys
             );
+        }
+    }
+    if let Some(bytes) = r.prompt_context.as_deref() {
+        let p = PromptContextRecord::new(bytes);
+        match (&p.problem, p.n_ctx, p.class_specific, p.position) {
+            (None, Some(m), Some(csc), Some(pos)) => println!(
+                "  prompt      CoOp context ({} bytes): {m} {} vectors, class tokens at the {pos}, \
+                 for text tower {}{}",
+                p.bytes,
+                if csc { "class-specific" } else { "generic" },
+                &p.text_tower_sha256.as_deref().unwrap_or("?")[..12],
+                if csc {
+                    ""
+                } else {
+                    "; classes can be added by name (classes add)"
+                }
+            ),
+            _ => println!(
+                "  prompt      CoOp context ({} bytes) that cannot be read: {}",
+                p.bytes,
+                p.problem.as_deref().unwrap_or("?")
+            ),
         }
     }
     if let Some(c) = r

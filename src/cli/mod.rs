@@ -2,6 +2,7 @@
 
 mod bench;
 mod cache;
+mod classes;
 mod classify;
 mod common;
 mod compile;
@@ -61,6 +62,9 @@ enum Command {
     /// Build adapter packs (the few-shot cache as one verified, memory-mapped file).
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Add classes to a pack by name (from its CoOp context).
+    #[command(subcommand)]
+    Classes(classes::ClassesCommand),
     Tune(tune::TuneArgs),
     Finetune(finetune::FinetuneArgs),
     Eval(eval::EvalArgs),
@@ -88,6 +92,7 @@ impl Command {
             Command::Classify(a) => a.json(),
             Command::Demo(a) => a.json(),
             Command::Cache(c) => c.json(),
+            Command::Classes(c) => c.json(),
             Command::Tune(a) => a.json,
             Command::Finetune(a) => a.json,
             Command::Eval(a) => a.json,
@@ -120,6 +125,7 @@ pub fn run() -> i32 {
         Command::Classify(args) => classify::run(args),
         Command::Demo(args) => classify::demo(args),
         Command::Cache(cmd) => cache::run(cmd),
+        Command::Classes(cmd) => classes::run(cmd),
         Command::Tune(args) => tune::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Eval(args) => eval::run(args),

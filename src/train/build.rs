@@ -144,6 +144,7 @@ pub fn build_with_classifier(
     };
     params.check()?;
     let (views, view_labels) = (keys.views, keys.view_labels);
+    let has_w = w.is_some();
     let mut draft = PackDraft::from_f32_keys(
         keys.dim,
         keys.keys,
@@ -155,6 +156,9 @@ pub fn build_with_classifier(
         provenance,
     )?;
     draft.convert_keys(options.key_dtype)?;
+    if has_w {
+        draft.prompt_context = options.prompts.context_bytes().map(<[u8]>::to_vec);
+    }
     Ok(Built {
         draft,
         class_folders: shots.classes.iter().map(|c| c.folder.clone()).collect(),
@@ -189,7 +193,7 @@ pub fn build_zero_shot(
         logit_scale: logit_scale_of(encoder),
         ..AdapterParams::default()
     };
-    let draft = PackDraft::from_f32_keys(
+    let mut draft = PackDraft::from_f32_keys(
         encoder.dim(),
         Vec::new(),
         Vec::new(),
@@ -202,6 +206,7 @@ pub fn build_zero_shot(
             ..Provenance::default()
         },
     )?;
+    draft.prompt_context = prompts.context_bytes().map(<[u8]>::to_vec);
     Ok(Built {
         draft,
         class_folders: classes.to_vec(),
