@@ -1266,6 +1266,37 @@ fn coop_context_makes_w_for_cache_build_and_classify() {
         &coop_w(&model, &generic, &names),
     );
     assert!(d <= 1e-6, "pack W vs the context's W: {d:e}");
+    // eval compares the pack's CoOp W with the templates' (and the cache on each).
+    let o = tipedge(&[
+        "eval",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+        "--pack",
+        pack_path.to_str().unwrap(),
+        "--test",
+        example.join("query").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut methods: Vec<&str> = r["methods"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    methods.sort();
+    assert_eq!(
+        methods,
+        [
+            "cache_only",
+            "coop",
+            "tip_adapter",
+            "tip_adapter+coop",
+            "zero_shot"
+        ]
+    );
+    assert_eq!(r["method"], "tip_adapter+coop");
 
     // A class-specific context trained on other classes: one line, no pack.
     let refused = dir.path().join("csc.pack");

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 use tipedge::encoder::ModelPaths;
 use tipedge::train::calibration::CalibrationMetrics;
-use tipedge::train::evaluate::{evaluate, EvalReport, EvalRequest};
+use tipedge::train::evaluate::{evaluate, Compare, EvalReport, EvalRequest};
+use tipedge::zeroshot::Prompts;
 
 use super::common::{
     load_image_encoder, print_json, Bars, FeatureStoreArgs, GridArgs, RuntimeArgs,
@@ -52,6 +53,14 @@ pub struct EvalArgs {
     /// reject option's accuracy / coverage into this PNG.
     #[arg(long, value_name = "PNG")]
     plot: Option<PathBuf>,
+    /// For a pack built with --coop: the prompt templates whose zero-shot and Tip-Adapter rows
+    /// it is compared with (tip, clip, photo, or a file).
+    #[arg(long, default_value = "tip")]
+    templates: String,
+    /// For a pack built from templates: a CoOp context whose rows (coop, tip_adapter+coop, at
+    /// the pack's α/β) are added.
+    #[arg(long, value_name = "CTX", conflicts_with = "templates")]
+    coop: Option<PathBuf>,
     #[command(flatten)]
     grid: GridArgs,
     /// Print one JSON object on stdout instead of the table; no progress bars.
@@ -68,6 +77,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let encoder = load_image_encoder(&paths.image, &args.runtime.run_options())?;
     let grid = args.grid.grid()?;
     let store = args.store.dir();
+    let prompts = Prompts::resolve(&args.templates, args.coop.as_deref())?;
     let request = EvalRequest {
         pack: &args.pack,
         finetuned: args.finetuned.as_deref(),
@@ -75,6 +85,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
         surface: args.plot.is_some().then_some(&grid),
         store: store.as_deref(),
         limits: args.runtime.limits(),
+        compare: Some(Compare {
+            model: &paths,
+            prompts: &prompts,
+            run: args.runtime.run_options(),
+        }),
     };
     let mut r = evaluate(&encoder, &request, &mut Bars::new(args.json))?;
     if let (Some(png), Some(surface)) = (&args.plot, &r.surface) {

@@ -1,5 +1,6 @@
 //! `tipedge eval`: a pack (and its fine-tuned version) scored on a labelled test split, the
-//! methods side by side — zero-shot (CLIP only), cache-only, Tip-Adapter, Tip-Adapter-F — and
+//! methods side by side — zero-shot (CLIP only), CoOp, cache-only, Tip-Adapter (on the
+//! templates' W and on CoOp's), Tip-Adapter-F — and
 //! how far the headline method's probabilities can be trusted (NLL, Brier, ECE before and after
 //! the pack's temperature; the reject option's accuracy / coverage).
 
@@ -9,7 +10,7 @@ use std::time::Instant;
 use serde::ser::SerializeMap;
 
 use crate::adapter::{Head, TipAdapter};
-use crate::encoder::ImageEncoder;
+use crate::encoder::{ImageEncoder, ModelPaths, RunOptions};
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::pack::Pack;
@@ -22,6 +23,7 @@ use crate::train::features::encode_labelled;
 use crate::train::metrics::{paired, Metrics, Paired};
 use crate::train::search::{Grid, GridAccuracy};
 use crate::train::tune::search;
+use crate::zeroshot::{text_classifier, Prompts};
 
 /// What `tipedge eval` asks for.
 #[derive(Debug, Clone)]
@@ -36,6 +38,41 @@ pub struct EvalRequest<'a> {
     pub surface: Option<&'a Grid>,
     pub store: Option<&'a Path>,
     pub limits: DecodeLimits,
+    /// The other W to compare the pack's with (CLIP only): for a pack whose W came from a
+    /// CoOp context, these prompt templates (rows `zero_shot` and `tip_adapter`); for a pack
+    /// made from templates, a CoOp context (rows `coop` and `tip_adapter+coop`); `None`, or
+    /// templates for a template pack, adds nothing.
+    pub compare: Option<Compare<'a>>,
+}
+
+/// Where the other W of [`EvalRequest::compare`] comes from.
+#[derive(Debug, Clone)]
+pub struct Compare<'a> {
+    pub model: &'a ModelPaths,
+    pub prompts: &'a Prompts,
+    pub run: RunOptions,
+}
+
+/// Where a W came from, for the methods' names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WSource {
+    Templates,
+    Coop,
+}
+
+impl WSource {
+    fn zero_shot(self) -> &'static str {
+        match self {
+            WSource::Templates => "zero_shot",
+            WSource::Coop => "coop",
+        }
+    }
+    fn tip_adapter(self) -> &'static str {
+        match self {
+            WSource::Templates => "tip_adapter",
+            WSource::Coop => "tip_adapter+coop",
+        }
+    }
 }
 
 /// One method's name and metrics.
@@ -179,6 +216,38 @@ fn logits_of(model: &TipAdapter<'_>, features: &[f32], zero_shot_only: bool) -> 
     model.logits_all(&Kernel::detect(), features, zero_shot_only)
 }
 
+/// The W [`EvalRequest::compare`] asks for, for the pack's classes, and where it came from.
+fn other_classifier(
+    encoder: &ImageEncoder,
+    pack: &Pack,
+    own: WSource,
+    compare: &Compare<'_>,
+    progress: &mut dyn Progress,
+) -> Result<Option<(WSource, Vec<f32>)>> {
+    let source = match (own, compare.prompts) {
+        (WSource::Templates, Prompts::Templates(_)) => return Ok(None),
+        (WSource::Coop, Prompts::Coop(c)) => {
+            return Err(Error::Invalid(format!(
+                "{}: the pack's W already comes from a CoOp context; compare it with templates \
+                 (--templates), not with {}",
+                pack.path().display(),
+                c.path.display()
+            )))
+        }
+        (WSource::Templates, Prompts::Coop(_)) => WSource::Coop,
+        (WSource::Coop, Prompts::Templates(_)) => WSource::Templates,
+    };
+    let w = text_classifier(
+        encoder,
+        compare.model,
+        pack.class_names(),
+        compare.prompts,
+        &compare.run,
+        progress,
+    )?;
+    Ok(w.map(|w| (source, w)))
+}
+
 /// `tipedge eval` (see the module documentation).
 pub fn evaluate(
     encoder: &ImageEncoder,
@@ -220,16 +289,38 @@ pub fn evaluate(
     let t1 = Instant::now();
 
     let tip = TipAdapter::new(pack.keys(), pack.text_classifier(), pack.params())?;
-    // (name, logits) of each method, the headline last.
+    let own = if pack.prompt_context().is_some() {
+        WSource::Coop
+    } else {
+        WSource::Templates
+    };
+    let other_w = match (&request.compare, tip.classifier().is_some()) {
+        (Some(c), true) => other_classifier(encoder, &pack, own, c, progress)?,
+        _ => None,
+    };
+    let other = match &other_w {
+        Some((source, w)) => Some((
+            *source,
+            TipAdapter::new(pack.keys(), Some(w), pack.params())?,
+        )),
+        None => None,
+    };
+    // (name, logits) of each method, the headline last; the other W's rows before the pack's.
     let mut scored: Vec<(&'static str, Vec<f32>)> = Vec::new();
+    if let Some((source, t)) = &other {
+        scored.push((source.zero_shot(), logits_of(t, &test.features, true)?));
+    }
     if tip.classifier().is_some() {
-        scored.push(("zero_shot", logits_of(&tip, &test.features, true)?));
+        scored.push((own.zero_shot(), logits_of(&tip, &test.features, true)?));
     }
     let cache_only = tip
         .without_classifier()
         .with_params(pack.params().with_alpha_beta(1.0, pack.params().beta));
     scored.push(("cache_only", logits_of(&cache_only, &test.features, false)?));
-    scored.push(("tip_adapter", logits_of(&tip, &test.features, false)?));
+    if let Some((source, t)) = &other {
+        scored.push((source.tip_adapter(), logits_of(t, &test.features, false)?));
+    }
+    scored.push((own.tip_adapter(), logits_of(&tip, &test.features, false)?));
     // A pack with a GDA layer: the GDA head alone, then (head `both`) both; the pack's own head
     // stays the headline (last).
     if let Some(g) = pack.gda() {
