@@ -512,3 +512,238 @@ pub fn bench_heads(cfg: &HeadBench) -> Result<HeadBenchRecord> {
         heads,
     })
 }
+
+/// `tipedge bench prompts`: what CoOp's W costs on the device — W for N class names through the
+/// prompt tower (prompt embeddings built from the context and the memory-mapped token table)
+/// against the token-id text tower on the same prompts, interleaved round by round; the cost of
+/// adding one class by name to a pack (`classes add` without the file write); and how much of
+/// the token table is resident (the mapping's RSS from /proc/self/smaps) against its size.
+#[derive(Debug, Clone)]
+pub struct PromptBench<'a> {
+    /// The prompt tower (text_embed.onnx).
+    pub prompt: &'a Path,
+    /// The token-id text tower (text.onnx) beside it.
+    pub text: &'a Path,
+    pub run: RunOptions,
+    /// Class counts to time.
+    pub classes: Vec<usize>,
+    /// Context vectors M.
+    pub n_ctx: usize,
+    pub rounds: usize,
+}
+
+/// One class count's row of `"bench": "prompts"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptTime {
+    pub classes: usize,
+    /// Median over the rounds: W through the prompt tower (building the prompts included).
+    pub coop_ms: f64,
+    /// Median over the rounds: the same prompts' token ids through the text tower.
+    pub token_ids_ms: f64,
+    /// coop_ms / token_ids_ms.
+    pub ratio: f64,
+    /// Of coop_ms, building the prompt embeddings (tokenising, table rows, the context).
+    pub build_ms: f64,
+}
+
+/// `"type": "bench", "bench": "prompts"`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename = "bench")]
+pub struct PromptBenchRecord {
+    pub bench: &'static str,
+    pub arch: String,
+    pub width: usize,
+    pub dim: usize,
+    pub n_ctx: usize,
+    pub batch: usize,
+    pub rounds: usize,
+    pub load_ms: f64,
+    pub rows: Vec<PromptTime>,
+    /// Adding one class by name to a pack of 100 classes: median over the rounds.
+    pub add_class_ms: f64,
+    /// The token table's file size and how much of its mapping is resident after the run.
+    pub token_table_bytes: u64,
+    pub token_table_resident_bytes: Option<u64>,
+    /// Distinct tokens whose rows the run read. A read maps more than its row: the kernel maps
+    /// the page-cache pages around a faulting page (fault-around, and whole large folios), and
+    /// the table's sha256 check has just read the file through the page cache.
+    pub distinct_tokens: usize,
+    pub rss_after_load_mib: Option<f64>,
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Runs [`PromptBench`] with a random generic context (uniform in ±0.035, about CoOp's N(0, 0.02²) init; the
+/// timing does not depend on the values) and class names `"defect kind {i}"`.
+pub fn bench_prompts(cfg: &PromptBench<'_>) -> Result<PromptBenchRecord> {
+    use crate::coop::{add_classes, prompt_embeddings, Context, Position};
+    use crate::encoder::{PromptEncoder, TextEncoder};
+    use crate::kernel::l2_normalize_rows;
+    use crate::pack::{encode, EncoderId, Pack, PackDraft, Provenance};
+    use crate::text::Tokenizer;
+
+    if cfg.classes.is_empty() || cfg.classes.contains(&0) || cfg.rounds == 0 || cfg.n_ctx == 0 {
+        return Err(Error::Invalid(
+            "bench prompts: class counts, rounds and n_ctx must be positive".into(),
+        ));
+    }
+    let t0 = Instant::now();
+    let tower = PromptEncoder::load(cfg.prompt, &cfg.run)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let rss_after_load_mib = rss_mib();
+    let text = TextEncoder::load(cfg.text, &cfg.run)?;
+    let (width, dim) = (tower.width(), tower.dim());
+    let mut rng = crate::rng::Rng::new(11);
+    let context = Context {
+        ctx: (0..cfg.n_ctx * width)
+            .map(|_| rng.uniform_in(-0.035, 0.035) as f32)
+            .collect(),
+        n_ctx: cfg.n_ctx,
+        width,
+        class_specific: false,
+        classnames: Vec::new(),
+        position: Position::End,
+        text_tower_sha256: tower.fingerprint().to_string(),
+        ctx_init: String::new(),
+        source: "bench".into(),
+    };
+    let tokenizer = Tokenizer::new();
+    let names_of =
+        |n: usize| -> Vec<String> { (0..n).map(|i| format!("defect kind {i}")).collect() };
+    let prefix = vec!["X"; cfg.n_ctx].join(" ");
+    let mut distinct = std::collections::BTreeSet::new();
+    let max_n = *cfg.classes.iter().max().expect("not empty");
+    let added: Vec<String> = (0..cfg.rounds)
+        .map(|r| format!("hairline crack {r}"))
+        .collect();
+    for name in names_of(max_n.max(100)).iter().chain(&added) {
+        distinct.extend(tokenizer.encode(&format!("{prefix} {name}.")));
+    }
+    let mut rows = Vec::new();
+    for &n in &cfg.classes {
+        let names = names_of(n);
+        let prompts: Vec<String> = names.iter().map(|c| format!("{prefix} {c}.")).collect();
+        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let (mut coop, mut ids, mut build) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..cfg.rounds {
+            let t = Instant::now();
+            let (emb, eot) =
+                prompt_embeddings(&tower, &tokenizer, &context, &names).map_err(Error::Invalid)?;
+            build.push(t.elapsed().as_secs_f64() * 1e3);
+            let mut w = tower.encode(&emb, &eot, n)?;
+            l2_normalize_rows(&mut w, dim);
+            std::hint::black_box(&w);
+            coop.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let tokens = tokenizer.tokenize_batch(&refs, text.context_length());
+            let mut w = text.encode_tokens(&tokens, n)?;
+            l2_normalize_rows(&mut w, dim);
+            std::hint::black_box(&w);
+            ids.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let (c, i, b) = (
+            Percentiles::of(&mut coop).median,
+            Percentiles::of(&mut ids).median,
+            Percentiles::of(&mut build).median,
+        );
+        rows.push(PromptTime {
+            classes: n,
+            coop_ms: c,
+            token_ids_ms: i,
+            ratio: c / i,
+            build_ms: b,
+        });
+    }
+    // A pack of 100 classes made with this context; one class added by name, round by round.
+    let base: Vec<String> = names_of(100);
+    let (emb, eot) =
+        prompt_embeddings(&tower, &tokenizer, &context, &base).map_err(Error::Invalid)?;
+    let mut w = tower.encode(&emb, &eot, base.len())?;
+    l2_normalize_rows(&mut w, dim);
+    let mut draft = PackDraft::from_f32_keys(
+        dim,
+        Vec::new(),
+        Vec::new(),
+        base,
+        Some(w),
+        crate::adapter::AdapterParams::default(),
+        EncoderId {
+            name: "bench".into(),
+            sha256: [0; 32],
+        },
+        Provenance::default(),
+    )?;
+    draft.prompt_context = Some(context_file_bytes(&context));
+    let pack = Pack::from_bytes(&encode(&draft.contents())?, &crate::pack::Expect::any())?;
+    let mut add = Vec::new();
+    for r in 0..cfg.rounds {
+        let t = Instant::now();
+        let grown = add_classes(&pack, &tower, &tokenizer, &added[r..=r])?;
+        std::hint::black_box(encode(&grown.contents())?);
+        add.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let table = tower.table();
+    Ok(PromptBenchRecord {
+        bench: "prompts",
+        arch: tower.sidecar().arch.clone(),
+        width,
+        dim,
+        n_ctx: cfg.n_ctx,
+        batch: cfg.run.batch,
+        rounds: cfg.rounds,
+        load_ms,
+        rows,
+        add_class_ms: Percentiles::of(&mut add).median,
+        token_table_bytes: std::fs::metadata(table.path())
+            .map(|m| m.len())
+            .unwrap_or(0),
+        token_table_resident_bytes: mapping_rss_bytes(table.path()),
+        distinct_tokens: distinct.len(),
+        rss_after_load_mib,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// A context file's bytes for `c` (generic, f32), as models/coop.py writes them.
+fn context_file_bytes(c: &crate::coop::Context) -> Vec<u8> {
+    let data: Vec<u8> = c.ctx.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header = serde_json::json!({
+        "__metadata__": {
+            "format": crate::coop::CONTEXT_FORMAT,
+            "n_ctx": c.n_ctx.to_string(),
+            "csc": "false",
+            "position": c.position.name(),
+            "classnames": "[]",
+            "text_tower_sha256": c.text_tower_sha256,
+            "ctx_init": "",
+            "source": c.source,
+        },
+        "ctx": {"dtype": "F32", "shape": [c.n_ctx, c.width], "data_offsets": [0, data.len()]},
+    });
+    let mut h = header.to_string().into_bytes();
+    h.resize(h.len().next_multiple_of(8), b' ');
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    out
+}
+
+/// The resident bytes of this process's mappings of `path` (Linux: /proc/self/smaps).
+pub fn mapping_rss_bytes(path: &Path) -> Option<u64> {
+    let want = std::fs::canonicalize(path).ok()?;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut total = None;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            inside = line
+                .split_whitespace()
+                .nth(5)
+                .is_some_and(|p| Path::new(p) == want);
+        } else if inside && first == "Rss:" {
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            *total.get_or_insert(0) += kib * 1024;
+        }
+    }
+    total
+}

@@ -1475,3 +1475,41 @@ fn write_context_like(path: &Path, ctx: &tipedge::coop::Context, n: usize) {
     let out = safetensors::serialize([("ctx", view)], Some(meta)).unwrap();
     std::fs::write(path, out).unwrap();
 }
+
+/// `bench prompts` reports both towers' time for each class count, the add-a-class cost and the
+/// token table's resident bytes (a few rows read: far from the whole table).
+#[test]
+fn bench_prompts_reports_both_towers_and_the_resident_table() {
+    let model = common::fixture("clip-tiny");
+    let o = tipedge(&[
+        "bench",
+        "prompts",
+        "--model",
+        model.to_str().unwrap(),
+        "--classes",
+        "3,5",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["bench"], "prompts");
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, n) in rows.iter().zip([3, 5]) {
+        assert_eq!(row["classes"], n);
+        assert!(row["coop_ms"].as_f64().unwrap() > 0.0);
+        assert!(row["token_ids_ms"].as_f64().unwrap() > 0.0);
+    }
+    assert!(r["add_class_ms"].as_f64().unwrap() > 0.0);
+    let table = r["token_table_bytes"].as_u64().unwrap();
+    assert_eq!(
+        table,
+        std::fs::metadata(model.join("token_embedding.safetensors"))
+            .unwrap()
+            .len()
+    );
+    let resident = r["token_table_resident_bytes"].as_u64().unwrap();
+    assert!(resident > 0 && resident < table, "{resident} of {table}");
+}

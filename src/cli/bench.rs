@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use tipedge::bench::{
-    bench_encoder, bench_heads, bench_stream, EncoderBench, HeadBench, StreamBench,
+    bench_encoder, bench_heads, bench_prompts, bench_stream, EncoderBench, HeadBench, PromptBench,
+    StreamBench,
 };
 use tipedge::dataset::expand_inputs;
 use tipedge::encoder::ModelPaths;
@@ -44,6 +45,35 @@ pub enum BenchCommand {
     ///   tipedge bench head --classes 100 --shots 16 --dim 512 --json
     #[command(verbatim_doc_comment)]
     Head(HeadArgs),
+    /// What CoOp's W costs on the device: W for N class names through the prompt tower
+    /// (text_embed.onnx: prompts built from a context and the memory-mapped token table)
+    /// against the token-id text tower on the same prompts, interleaved in one run; adding one
+    /// class by name to a pack of 100; how much of the token table is resident (its mapping's
+    /// RSS) against its size. Example:
+    ///   tipedge bench prompts --model models/fixtures/clip-tiny --classes 10,100,1000 --json
+    #[command(verbatim_doc_comment)]
+    Prompts(PromptArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PromptArgs {
+    /// Model folder with text.onnx and text_embed.onnx (+ token_embedding.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Class counts to time, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    classes: Vec<usize>,
+    /// Context vectors M (CoOp's default 16).
+    #[arg(long, default_value_t = 16)]
+    n_ctx: usize,
+    /// Timed rounds per class count (each times both towers).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -164,6 +194,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
         BenchCommand::Kernel(args) => kernel(args),
         BenchCommand::Stream(args) => stream(args),
         BenchCommand::Head(args) => head(args),
+        BenchCommand::Prompts(args) => prompts(args),
     }
 }
 
@@ -198,6 +229,51 @@ fn head(args: HeadArgs) -> anyhow::Result<i32> {
             );
         }
     }
+    Ok(EXIT_OK)
+}
+
+fn prompts(args: PromptArgs) -> anyhow::Result<i32> {
+    let paths = ModelPaths::resolve(&args.model)?;
+    let missing = |what: &str| anyhow::anyhow!("{}: no {what} in the model", args.model.display());
+    let r = bench_prompts(&PromptBench {
+        prompt: paths
+            .prompt
+            .as_deref()
+            .ok_or_else(|| missing("text_embed.onnx"))?,
+        text: paths.text.as_deref().ok_or_else(|| missing("text.onnx"))?,
+        run: args.runtime.run_options(),
+        classes: args.classes,
+        n_ctx: args.n_ctx,
+        rounds: args.rounds,
+    })?;
+    if args.json {
+        print_json(&r);
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "{}: token width {}, dim {}, {} context vectors, batch {}, {} rounds; prompt tower loaded in {:.0} ms",
+        r.arch, r.width, r.dim, r.n_ctx, r.batch, r.rounds, r.load_ms
+    );
+    for row in &r.rows {
+        println!(
+            "  {:>5} classes: W by the prompt tower {:>9.1} ms (prompts built in {:.1} ms), by token ids {:>9.1} ms: {:.2}×",
+            row.classes, row.coop_ms, row.build_ms, row.token_ids_ms, row.ratio
+        );
+    }
+    println!(
+        "  one class added by name to a pack of 100: {:.1} ms",
+        r.add_class_ms
+    );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "  token table {:.1} MiB on disk, {} resident ({} distinct tokens read); RSS after load {}, peak {}",
+        mib(r.token_table_bytes),
+        r.token_table_resident_bytes
+            .map_or("?".into(), |b| format!("{:.2} MiB", mib(b))),
+        r.distinct_tokens,
+        r.rss_after_load_mib.map_or("?".into(), |m| format!("{m:.0} MiB")),
+        r.peak_rss_mib.map_or("?".into(), |m| format!("{m:.0} MiB")),
+    );
     Ok(EXIT_OK)
 }
 
@@ -380,6 +456,7 @@ impl BenchCommand {
             BenchCommand::Kernel(a) => a.json,
             BenchCommand::Stream(a) => a.json,
             BenchCommand::Head(a) => a.json,
+            BenchCommand::Prompts(a) => a.json,
         }
     }
 }
