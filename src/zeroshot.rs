@@ -273,6 +273,15 @@ pub fn text_classifier(
     progress: &mut dyn Progress,
 ) -> Result<Option<Vec<f32>>> {
     if encoder.family() != Family::Clip {
+        if let Prompts::Coop(c) = prompts {
+            return Err(Error::model(
+                &model.image,
+                format!(
+                    "an image-only backbone has no text tower for the CoOp context {}",
+                    c.path.display()
+                ),
+            ));
+        }
         return Ok(None);
     }
     let templates = match prompts {

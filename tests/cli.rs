@@ -1330,6 +1330,24 @@ fn coop_context_makes_w_for_cache_build_and_classify() {
         "{}",
         text(&o.stderr)
     );
+    // A context with a pack (its W is fixed), or with an image-only backbone: one line each.
+    let o = classify(&["--pack", pack_path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("a pack's W is fixed when it is built"));
+    let o = tipedge(&[
+        "classify",
+        "--model",
+        common::fixture("efficientnet-lite0").to_str().unwrap(),
+        "--shots",
+        example.join("shots").to_str().unwrap(),
+        "--coop",
+        generic.to_str().unwrap(),
+        query.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("an image-only backbone has no text tower for the CoOp context")
+    );
 }
 
 /// `classes add`: a class added by name from the pack's stored CoOp context gets the W row the

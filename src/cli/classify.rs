@@ -147,6 +147,14 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
         (None, Some(pack)) => Source::Pack(pack),
         (None, None) => Source::ZeroShot(&args.classes),
     };
+    if let (Source::Pack(pack), Some(ctx)) = (&source, &args.common.coop) {
+        anyhow::bail!(
+            "--coop {}: a pack's W is fixed when it is built; build it with cache build --coop \
+             (--pack {})",
+            ctx.display(),
+            pack.display()
+        );
+    }
     classify(&args.model, source, &args.common, &args.inputs)
 }
 
