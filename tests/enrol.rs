@@ -672,3 +672,56 @@ fn the_control_socket_never_replaces_a_file() {
     );
     assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
 }
+
+/// A new class enrolled on a pack built with a CoOp context gets its W row from that context
+/// (as `classes add` makes it), not from prompt templates.
+#[test]
+fn enrolling_a_new_class_on_a_coop_pack_takes_its_row_from_the_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let p0 = dir.path().join("coop.pack");
+    let ctx = common::fixture("coop/ctx_middle_generic.safetensors");
+    let o = bin()
+        .args(["cache", "build", "--augment-epochs", "0", "-k", "2"])
+        .arg("-m")
+        .arg(model())
+        .arg("--shots")
+        .arg(textile("shots"))
+        .arg("--coop")
+        .arg(&ctx)
+        .arg("--out")
+        .arg(&p0)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let reference = dir.path().join("added.pack");
+    let o = bin()
+        .args(["classes", "add", "--name", "oil stain"])
+        .arg("--model")
+        .arg(model())
+        .arg("--pack")
+        .arg(&p0)
+        .arg("--out")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = flash(&p0, &state);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = enrol(
+        &state,
+        "oil stain",
+        &["--new"],
+        &query_images("local_defect", 1),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let sd = StateDir::open(&state).unwrap();
+    let (_, enrolled) = sd.active_pack().unwrap();
+    assert!(enrolled.prompt_context().is_some());
+    let reference = Pack::open(&reference, &sd.expect()).unwrap();
+    let d = common::max_abs_diff(
+        &w_row(&enrolled, "oil stain"),
+        &w_row(&reference, "oil stain"),
+    );
+    assert!(d <= 1e-6, "enrolled row vs classes add's: {d:e}");
+}

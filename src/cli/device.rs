@@ -7,10 +7,10 @@ use tipedge::device::{FlashReport, StateDir, DEFAULT_STATE_DIR};
 use tipedge::encoder::ModelPaths;
 
 use tipedge::dataset::expand_inputs;
-use tipedge::device::enrol::{class_w_row, shot_keys, Enrolment};
+use tipedge::device::enrol::{class_w_row, new_class_prompts, shot_keys, Enrolment};
 use tipedge::preprocess::augment::Augmentation;
 use tipedge::train::keys::KeyRecipe;
-use tipedge::zeroshot::{Prompts, Templates};
+use tipedge::zeroshot::Templates;
 
 use super::common::{load_image_encoder, now_unix, print_json, Bars, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
@@ -132,8 +132,16 @@ pub fn enrol(args: EnrolArgs) -> anyhow::Result<i32> {
         pack.class_names().join(", ")
     );
     let prov = pack.provenance().clone();
-    // A new class of a pack with a zero-shot W (CLIP) needs its W row.
-    let needs_w_row = !exists && pack.text_classifier().is_some();
+    // A new class of a pack with a zero-shot W (CLIP) needs its W row, made as the others were:
+    // from the pack's CoOp context if it has one, else from --templates.
+    let prompts = if !exists && pack.text_classifier().is_some() {
+        Some(new_class_prompts(
+            &pack,
+            Templates::resolve(&args.templates)?,
+        )?)
+    } else {
+        None
+    };
     drop(pack);
     let images = expand_inputs(&args.images)?;
     let run = args.runtime.run_options();
@@ -155,18 +163,16 @@ pub fn enrol(args: EnrolArgs) -> anyhow::Result<i32> {
     for s in &shots.keys.skipped {
         eprintln!("skipped shot: {}", s.reason);
     }
-    let w_row = if !needs_w_row {
-        None
-    } else {
-        let templates = Prompts::from(Templates::resolve(&args.templates)?);
-        class_w_row(
+    let w_row = match &prompts {
+        None => None,
+        Some(prompts) => class_w_row(
             &encoder,
             &state.model().image,
             &args.class,
-            &templates,
+            prompts,
             &run,
             &mut bars,
-        )?
+        )?,
     };
     let summary = format!(
         "enrol '{}': {} images ({} augmented passes, seed {})",

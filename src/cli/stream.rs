@@ -9,7 +9,7 @@ use clap::Args;
 use tipedge::adapter::MAX_TOP_K;
 use tipedge::classifier::Classifier;
 use tipedge::device::control::{default_socket, serve, ControlContext, FrameTap};
-use tipedge::device::enrol::class_w_row;
+use tipedge::device::enrol::{class_w_row, new_class_prompts};
 use tipedge::device::{follow_active, StateDir};
 use tipedge::encoder::ModelPaths;
 use tipedge::preprocess::{Colorimetry, PixelFormat, YuvMatrix, YuvRange};
@@ -25,7 +25,7 @@ use tipedge::stream::raw::RawReader;
 use tipedge::stream::watch::FolderWatcher;
 use tipedge::stream::{self, FrameKind, FramePolicy, FrameSource, Output, StreamOptions};
 use tipedge::tda::TdaConfig;
-use tipedge::zeroshot::{Prompts, Templates};
+use tipedge::zeroshot::Templates;
 
 use super::common::{load_image_encoder, RuntimeArgs};
 use super::{EXIT_OK, EXIT_SOME_FAILED};
@@ -292,9 +292,9 @@ pub fn run(args: StreamArgs) -> anyhow::Result<i32> {
                             "pack": *current_pack.lock().unwrap_or_else(|p| p.into_inner()),
                         })
                     }),
-                    w_row: Box::new(move |class| {
-                        let templates = Prompts::from(Templates::resolve("tip")?);
-                        class_w_row(&encoder, &image, class, &templates, &run, &mut Silent)
+                    w_row: Box::new(move |pack, class| {
+                        let prompts = new_class_prompts(pack, Templates::resolve("tip")?)?;
+                        class_w_row(&encoder, &image, class, &prompts, &run, &mut Silent)
                     }),
                     frame_wait: std::time::Duration::from_secs(5),
                     note: Box::new(|note| eprintln!("{note}")),

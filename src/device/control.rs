@@ -31,6 +31,7 @@ use serde::Deserialize;
 use super::enrol::Enrolment;
 use super::StateDir;
 use crate::error::{io_reason, Error, Result};
+use crate::pack::Pack;
 
 /// The longest command line accepted, in bytes.
 pub const MAX_COMMAND_LEN: usize = 4096;
@@ -192,8 +193,9 @@ impl FrameTap {
     }
 }
 
-/// Makes a new class's row of the zero-shot W from its name.
-pub type WRowFn = dyn Fn(&str) -> Result<Option<Vec<f32>>> + Send;
+/// Makes a new class's row of the active pack's W from its name (made as the pack's other
+/// rows were: see [`super::enrol::new_class_prompts`]).
+pub type WRowFn = dyn Fn(&Pack, &str) -> Result<Option<Vec<f32>>> + Send;
 
 /// What the control server needs from the running stream.
 pub struct ControlContext {
@@ -351,7 +353,7 @@ fn handle(command: Command, c: &ControlContext) -> std::result::Result<serde_jso
             let w_row = if exists || pack.text_classifier().is_none() {
                 None
             } else {
-                (c.w_row)(&class).map_err(|e| e.to_string())?
+                (c.w_row)(&pack, &class).map_err(|e| e.to_string())?
             };
             drop(pack);
             let n = frames as usize;

@@ -14,16 +14,18 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{Slot, StateDir};
+use crate::coop::Context;
 use crate::dataset::{ClassFolder, LabelledSet};
 use crate::encoder::{ImageEncoder, ModelPaths, RunOptions};
 use crate::error::{Error, Result};
+use crate::pack::Pack;
 use crate::pack::{encode, PackDraft};
 use crate::preprocess::DecodeLimits;
 use crate::progress::Progress;
 use crate::sidecar::sha256_hex;
 use crate::train::build::tool_version;
 use crate::train::keys::{build_keys, KeyRecipe, ShotKeys};
-use crate::zeroshot::{text_classifier, Prompts};
+use crate::zeroshot::{text_classifier, CoopPrompts, Prompts, Templates};
 
 /// What an enrolment did (`"type": "enrol"`).
 #[derive(Debug, Clone, Serialize)]
@@ -151,6 +153,31 @@ pub fn shot_keys(
         })
         .collect();
     Ok(ImageShots { keys, sources })
+}
+
+/// What a new class of `pack` gets its W row from: the pack's CoOp context when it stores one
+/// (so that the new row is made as the others were), else `templates`. A class-specific context
+/// has no context for a new class: refused.
+pub fn new_class_prompts(pack: &Pack, templates: Templates) -> Result<Prompts> {
+    let Some(bytes) = pack.prompt_context() else {
+        return Ok(Prompts::Templates(templates));
+    };
+    let refuse = |why: String| Error::Invalid(format!("{}: {why}", pack.path().display()));
+    let context =
+        Context::from_bytes(bytes).map_err(|why| refuse(format!("prompt context: {why}")))?;
+    if context.class_specific {
+        return Err(refuse(
+            "the pack's CoOp context is class-specific (CSC), so it has no context for a new \
+             class; rebuild the pack with the new class (cache build --coop with a context \
+             trained on it)"
+                .into(),
+        ));
+    }
+    Ok(Prompts::Coop(CoopPrompts {
+        context,
+        path: pack.path().to_path_buf(),
+        bytes: bytes.to_vec(),
+    }))
 }
 
 /// The new class's row of CLIP's classifier W, from its name and `prompts` with the
