@@ -259,7 +259,12 @@ impl Sidecar {
 
     /// Checks that `graph` hashes to the sidecar's sha256. Returns the hex digest.
     pub fn verify_graph(&self, graph: &Path, bytes: &[u8]) -> Result<String> {
-        let digest = sha256_hex(bytes);
+        self.verify_digest(graph, sha256_hex(bytes))
+    }
+
+    /// [`verify_graph`](Self::verify_graph) with the graph's digest already computed (e.g.
+    /// streamed from the file by [`sha256_hex_of_file`], without holding the graph in memory).
+    pub fn verify_digest(&self, graph: &Path, digest: String) -> Result<String> {
         if !digest.eq_ignore_ascii_case(&self.sha256) {
             return Err(Error::model(
                 graph,

@@ -102,9 +102,10 @@ impl ImageEncoder {
     /// against the installed model this way).
     pub fn expect_for(path: &Path) -> Result<Expect> {
         let sidecar = read_sidecar(path, Tower::Image)?;
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::model(path, crate::error::io_reason(&e)))?;
-        let sha256 = sidecar.verify_graph(path, &bytes)?;
+        // Streamed: a device's flash need not hold the whole graph in memory to check it.
+        let digest = crate::sidecar::sha256_hex_of_file(path)
+            .map_err(|e| Error::model(path, crate::error::io_reason(&e)))?;
+        let sha256 = sidecar.verify_digest(path, digest)?;
         Ok(Expect::model(
             sidecar.embed_dim,
             encoder_id(&sha256, &sidecar.arch),
