@@ -6,7 +6,7 @@ mod common;
 #[path = "common/device.rs"]
 mod device_util;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -260,15 +260,36 @@ fn hot_swap_under_load_loses_no_frame_and_never_uses_a_bad_pack() {
         .spawn()
         .unwrap();
     let mut input = spawned.stdin.take().unwrap();
+    // stdout read here: the swaps start once the stream classifies (a stream starting while
+    // the active link points at a corrupt slot refuses to start, which is not what this tests).
+    let stdout = spawned.stdout.take().unwrap();
+    let (first, started) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if lines.is_empty() {
+                let _ = first.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
     let child = common::Drained::new(spawned);
     let writer = std::thread::spawn(move || {
         let frame: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 256) as u8).collect();
-        for _ in 0..frames {
-            input.write_all(&frame).unwrap();
+        for i in 0..frames {
+            // A stream that died closes the pipe: stop writing; its exit status and stderr
+            // (below) say why.
+            if let Err(e) = input.write_all(&frame) {
+                return Err(format!("frame {i}: {e}"));
+            }
             std::thread::sleep(Duration::from_millis(3));
         }
+        Ok(())
     });
     let sd = StateDir::open(&state).unwrap();
+    let _ = started.recv_timeout(Duration::from_secs(60));
     let t0 = Instant::now();
     let mut n = 0;
     while !writer.is_finished() && t0.elapsed() < Duration::from_secs(60) {
@@ -299,12 +320,15 @@ fn hot_swap_under_load_loses_no_frame_and_never_uses_a_bad_pack() {
             }
         }
     }
-    writer.join().unwrap();
+    let written = writer.join().unwrap();
     let out = child.finish(Duration::from_secs(60));
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let lines: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
+    assert_eq!(out.status.code(), Some(0), "{written:?}; {stderr}");
+    written.unwrap();
+    let lines: Vec<serde_json::Value> = reader
+        .join()
+        .unwrap()
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let predictions: Vec<&serde_json::Value> =
