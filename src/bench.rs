@@ -672,7 +672,7 @@ pub fn bench_prompts(cfg: &PromptBench<'_>) -> Result<PromptBenchRecord> {
         },
         Provenance::default(),
     )?;
-    draft.prompt_context = Some(context_file_bytes(&context));
+    draft.prompt_context = Some(context.to_bytes());
     let pack = Pack::from_bytes(&encode(&draft.contents())?, &crate::pack::Expect::any())?;
     let mut add = Vec::new();
     for r in 0..cfg.rounds {
@@ -701,30 +701,6 @@ pub fn bench_prompts(cfg: &PromptBench<'_>) -> Result<PromptBenchRecord> {
         rss_after_load_mib,
         peak_rss_mib: peak_rss_mib(),
     })
-}
-
-/// A context file's bytes for `c` (generic, f32), as models/coop.py writes them.
-fn context_file_bytes(c: &crate::coop::Context) -> Vec<u8> {
-    let data: Vec<u8> = c.ctx.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let header = serde_json::json!({
-        "__metadata__": {
-            "format": crate::coop::CONTEXT_FORMAT,
-            "n_ctx": c.n_ctx.to_string(),
-            "csc": "false",
-            "position": c.position.name(),
-            "classnames": "[]",
-            "text_tower_sha256": c.text_tower_sha256,
-            "ctx_init": "",
-            "source": c.source,
-        },
-        "ctx": {"dtype": "F32", "shape": [c.n_ctx, c.width], "data_offsets": [0, data.len()]},
-    });
-    let mut h = header.to_string().into_bytes();
-    h.resize(h.len().next_multiple_of(8), b' ');
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&data);
-    out
 }
 
 /// The resident bytes of this process's mappings of `path` (Linux: /proc/self/smaps).

@@ -191,6 +191,36 @@ impl Context {
         })
     }
 
+    /// The context as a context file (what [`from_bytes`](Self::from_bytes) reads back),
+    /// written by the `safetensors` crate.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let data: Vec<u8> = self.ctx.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let shape = if self.class_specific {
+            vec![self.classnames.len(), self.n_ctx, self.width]
+        } else {
+            vec![self.n_ctx, self.width]
+        };
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape, &data)
+            .expect("ctx holds shape's values (checked when read or built)");
+        let meta = std::collections::HashMap::from([
+            ("format".to_string(), CONTEXT_FORMAT.to_string()),
+            ("n_ctx".to_string(), self.n_ctx.to_string()),
+            ("csc".to_string(), self.class_specific.to_string()),
+            ("position".to_string(), self.position.name().to_string()),
+            (
+                "classnames".to_string(),
+                serde_json::to_string(&self.classnames).expect("strings serialise"),
+            ),
+            (
+                "text_tower_sha256".to_string(),
+                self.text_tower_sha256.clone(),
+            ),
+            ("ctx_init".to_string(), self.ctx_init.clone()),
+            ("source".to_string(), self.source.clone()),
+        ]);
+        safetensors::serialize([("ctx", view)], Some(meta)).expect("one f32 tensor serialises")
+    }
+
     /// Refuses a context made for another text tower (dimension or fingerprint).
     pub fn check_tower(&self, tower: &PromptEncoder) -> std::result::Result<(), String> {
         if self.width != tower.width() {

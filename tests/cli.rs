@@ -1428,7 +1428,8 @@ fn classes_add_by_name_from_the_packs_context() {
         "local defect".into(),
         "nominal".into(),
     ];
-    write_context_like(&csc_ctx, &ctx, 3);
+    ctx.ctx.truncate(3 * ctx.n_ctx * ctx.width);
+    std::fs::write(&csc_ctx, ctx.to_bytes()).unwrap();
     build(&csc_pack, &["--coop", csc_ctx.to_str().unwrap()]);
     let templates_pack = dir.path().join("templates.pack");
     build(&templates_pack, &["--templates", "photo"]);
@@ -1460,38 +1461,6 @@ fn classes_add_by_name_from_the_packs_context() {
         assert!(err.contains(why), "{why:?} in {err}");
         assert_eq!(std::fs::read(p).unwrap(), before);
     }
-}
-
-/// Writes `ctx` (CSC) as a context file for its first `n` classes, as models/coop.py does.
-fn write_context_like(path: &Path, ctx: &tipedge::coop::Context, n: usize) {
-    use safetensors::tensor::TensorView;
-    let per = ctx.n_ctx * ctx.width;
-    let bytes: Vec<u8> = ctx.ctx[..n * per]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let view = TensorView::new(
-        safetensors::Dtype::F32,
-        vec![n, ctx.n_ctx, ctx.width],
-        &bytes,
-    )
-    .unwrap();
-    let meta = std::collections::HashMap::from([
-        ("format".to_string(), "tipedge-coop/1".to_string()),
-        ("n_ctx".to_string(), ctx.n_ctx.to_string()),
-        ("csc".to_string(), "true".to_string()),
-        ("position".to_string(), ctx.position.name().to_string()),
-        (
-            "classnames".to_string(),
-            serde_json::to_string(&ctx.classnames).unwrap(),
-        ),
-        (
-            "text_tower_sha256".to_string(),
-            ctx.text_tower_sha256.clone(),
-        ),
-    ]);
-    let out = safetensors::serialize([("ctx", view)], Some(meta)).unwrap();
-    std::fs::write(path, out).unwrap();
 }
 
 /// `bench prompts` reports both towers' time for each class count, the add-a-class cost and the

@@ -89,6 +89,8 @@ fn w_matches_the_official_construction_for_every_position_generic_and_csc() {
             assert_eq!(ctx.position, position.parse::<Position>().unwrap());
             assert_eq!(ctx.class_specific, kind == "csc");
             assert_eq!(ctx.classnames, names);
+            // What to_bytes writes reads back as the same context.
+            assert_eq!(Context::from_bytes(&ctx.to_bytes()).unwrap(), ctx);
             let w = build_classifier(&tower, &tokenizer, &ctx, &names).unwrap();
             let want = read_f32(&fixture(&format!("coop/w_{case}.npy")));
             assert_eq!(want.shape, [names.len(), 32]);

@@ -312,32 +312,6 @@ impl Graph {
         self.run_values(rs, input, None, out)
     }
 
-    /// [`run_into`](Self::run_into) for a graph with a second input: `positions` holds one i64
-    /// per item of the batch.
-    pub(crate) fn run_with_positions_into(
-        &self,
-        rs: &mut RunState,
-        input: &[f32],
-        positions: &[i64],
-        out: &mut [f32],
-    ) -> Result<()> {
-        if !self.positions || positions.len() != self.batch {
-            return Err(Error::Invalid(format!(
-                "{}: {} positions for a batch of {} ({})",
-                self.path.display(),
-                positions.len(),
-                self.batch,
-                if self.positions {
-                    "one per item"
-                } else {
-                    "the graph takes none"
-                }
-            )));
-        }
-        let t = tract_ndarray::Array1::from_vec(positions.to_vec()).into_tensor();
-        self.run_values(rs, input, Some(t.into_tvalue()), out)
-    }
-
     fn run_values<T: InputValue>(
         &self,
         rs: &mut RunState,
@@ -385,23 +359,59 @@ impl Graph {
     /// Runs `n` items through the fixed-batch plan in chunks of the batch size (the last one
     /// zero-padded) with one run state. Returns `n × dim` features.
     pub(crate) fn run_all<T: InputValue>(&self, input: &[T], n: usize) -> Result<Vec<f32>> {
+        self.run_chunks(input, None, n)
+    }
+
+    /// [`run_all`](Self::run_all) for a graph with a second input: one i64 position per item.
+    pub(crate) fn run_all_with_positions(
+        &self,
+        input: &[f32],
+        positions: &[i64],
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        self.run_chunks(input, Some(positions), n)
+    }
+
+    fn run_chunks<T: InputValue>(
+        &self,
+        input: &[T],
+        positions: Option<&[i64]>,
+        n: usize,
+    ) -> Result<Vec<f32>> {
         let item = self.item_len();
-        if input.len() != n * item {
+        if input.len() != n * item || positions.is_some_and(|p| p.len() != n) {
             return Err(Error::Invalid(format!(
-                "{} input values for {n} items of {item}",
-                input.len()
+                "{} input values{} for {n} items of {item}",
+                input.len(),
+                positions.map_or(String::new(), |p| format!(" and {} positions", p.len()))
+            )));
+        }
+        if positions.is_some() != self.positions {
+            return Err(Error::Invalid(format!(
+                "{}: the graph takes {} positions",
+                self.path.display(),
+                if self.positions { "per-item" } else { "no" }
             )));
         }
         let mut rs = self.state()?;
         let mut out = vec![0f32; n * self.dim];
         let mut chunk = vec![T::default(); self.batch * item];
+        let mut pos = vec![0i64; self.batch];
         for start in (0..n).step_by(self.batch) {
             let count = (n - start).min(self.batch);
             chunk[..count * item].copy_from_slice(&input[start * item..(start + count) * item]);
             chunk[count * item..].fill(T::default());
-            self.run_into(
+            let second = positions.map(|p| {
+                pos[..count].copy_from_slice(&p[start..start + count]);
+                pos[count..].fill(0);
+                tract_ndarray::Array1::from_vec(pos.clone())
+                    .into_tensor()
+                    .into_tvalue()
+            });
+            self.run_values(
                 &mut rs,
                 &chunk,
+                second,
                 &mut out[start * self.dim..(start + count) * self.dim],
             )?;
         }

@@ -206,14 +206,6 @@ impl PromptEncoder {
     /// Encodes `n` prompts: `embeddings` holds `n × context × width` values, `eot` each
     /// prompt's EOT position. Returns `n × dim` features.
     pub fn encode(&self, embeddings: &[f32], eot: &[i64], n: usize) -> Result<Vec<f32>> {
-        let item = self.context_length * self.width();
-        if embeddings.len() != n * item || eot.len() != n {
-            return Err(Error::Invalid(format!(
-                "{} embedding values and {} positions for {n} prompts of {item}",
-                embeddings.len(),
-                eot.len()
-            )));
-        }
         if let Some(bad) = eot
             .iter()
             .find(|&&p| p < 0 || p as usize >= self.context_length)
@@ -223,26 +215,6 @@ impl PromptEncoder {
                 self.context_length
             )));
         }
-        let batch = self.graph.batch;
-        let dim = self.dim();
-        let mut rs = self.graph.state()?;
-        let mut out = vec![0f32; n * dim];
-        let mut chunk = vec![0f32; batch * item];
-        let mut pos = vec![0i64; batch];
-        for start in (0..n).step_by(batch) {
-            let count = (n - start).min(batch);
-            chunk[..count * item]
-                .copy_from_slice(&embeddings[start * item..(start + count) * item]);
-            chunk[count * item..].fill(0.0);
-            pos[..count].copy_from_slice(&eot[start..start + count]);
-            pos[count..].fill(0);
-            self.graph.run_with_positions_into(
-                &mut rs,
-                &chunk,
-                &pos,
-                &mut out[start * dim..(start + count) * dim],
-            )?;
-        }
-        Ok(out)
+        self.graph.run_all_with_positions(embeddings, eot, n)
     }
 }
