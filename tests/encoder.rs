@@ -366,6 +366,12 @@ fn a_stale_or_damaged_compiled_graph_is_never_used() {
             note.contains("loaded the ONNX graph instead"),
             "{what}: {note}"
         );
+        // What the bindings hand to applications: the note, after a slow-path warning if any.
+        assert_eq!(
+            enc.warnings().last().map(String::as_str),
+            Some(note),
+            "{what}"
+        );
         assert_eq!(enc.encode(x, 1).unwrap(), want, "{what}");
     };
 

@@ -165,6 +165,17 @@ enum tipedge_status tipedge_session_class_count(struct tipedge_session *session,
 // `session` is a handle from [`tipedge_session_open`] used by this thread only.
 const char *tipedge_session_class_name(struct tipedge_session *session, uint32_t index);
 
+// What the session's encoder said when it was loaded, one line per warning (UTF-8,
+// NUL-terminated, lines separated by `\n`), or NULL when there is nothing to say or the handle
+// is bad (see [`tipedge_last_error`]). Applications should log it once after opening: an int8
+// graph on an x86_64 CPU whose int8 kernel is slow, f16 emulated on x86_64, or a compiled form
+// (`tipedge compile`) beside the graph that was stale or damaged and so not used (the ONNX graph
+// was loaded instead; the line names the file and the reason). Valid until the session is freed.
+//
+// # Safety
+// `session` is a handle from [`tipedge_session_open`] used by this thread only.
+const char *tipedge_session_warnings(struct tipedge_session *session);
+
 // Opens and verifies a pack for the session's encoder, as a classifier that any session of
 // the same model can use ([`tipedge_session_swap`]) and any thread can hold. Released with
 // [`tipedge_classifier_free`].

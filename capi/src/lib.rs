@@ -134,6 +134,8 @@ pub struct tipedge_session {
     /// for (rebuilt after a swap).
     names: Vec<CString>,
     names_of: *const Classifier,
+    /// The encoder's load warnings, one per line (`None`: nothing to say).
+    warnings: Option<CString>,
 }
 
 /// An opened, verified pack, shareable between threads and sessions. Opaque.
@@ -329,10 +331,14 @@ fn load_encoder(model: &std::path::Path, run: &RunOptions) -> Result<Arc<ImageEn
 }
 
 fn finish_open(session: Session, out: *mut *mut tipedge_session) -> Outcome {
+    let warnings = session.encoder().warnings();
+    let warnings = (!warnings.is_empty())
+        .then(|| CString::new(warnings.join("\n").replace('\0', " ")).unwrap_or_default());
     let mut handle = Box::new(tipedge_session {
         session,
         names: Vec::new(),
         names_of: std::ptr::null(),
+        warnings,
     });
     handle.refresh_names();
     // SAFETY: `out` was checked non-NULL by the caller of this function.
@@ -568,6 +574,28 @@ pub unsafe extern "C" fn tipedge_session_class_name(
         Ok(())
     });
     name
+}
+
+/// What the session's encoder said when it was loaded, one line per warning (UTF-8,
+/// NUL-terminated, lines separated by `\n`), or NULL when there is nothing to say or the handle
+/// is bad (see [`tipedge_last_error`]). Applications should log it once after opening: an int8
+/// graph on an x86_64 CPU whose int8 kernel is slow, f16 emulated on x86_64, or a compiled form
+/// (`tipedge compile`) beside the graph that was stale or damaged and so not used (the ONNX graph
+/// was loaded instead; the line names the file and the reason). Valid until the session is freed.
+///
+/// # Safety
+/// `session` is a handle from [`tipedge_session_open`] used by this thread only.
+#[no_mangle]
+pub unsafe extern "C" fn tipedge_session_warnings(session: *mut tipedge_session) -> *const c_char {
+    let mut text = std::ptr::null();
+    guard(|| {
+        let s = session_mut(session)?;
+        if let Some(w) = &s.warnings {
+            text = w.as_ptr();
+        }
+        Ok(())
+    });
+    text
 }
 
 /// Opens and verifies a pack for the session's encoder, as a classifier that any session of

@@ -334,3 +334,49 @@ fn the_version_and_defaults() {
     let o = tipedge_options_default();
     assert_eq!((o.top_k, o.threads, o.min_prob, o.tda), (3, 1, 0.0, 0));
 }
+
+#[test]
+fn a_session_reports_the_encoders_load_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pack(dir.path(), "a.pack", ["ok", "scratch", "hole"], 1);
+    let open = |model: &Path| {
+        let mut s = null_mut();
+        let st = unsafe { tipedge_session_open(c(model).as_ptr(), c(&p).as_ptr(), null(), &mut s) };
+        assert_eq!(st, TIPEDGE_STATUS_OK, "{}", last_error());
+        s
+    };
+    let warnings = |s| {
+        let w = unsafe { tipedge_session_warnings(s) };
+        (!w.is_null()).then(|| unsafe { CStr::from_ptr(w) }.to_str().unwrap().to_string())
+    };
+
+    // An f32 graph with nothing compiled beside it: nothing to say, on every CPU.
+    let fixture = repo("models/fixtures/efficientnet-lite0");
+    let s = open(&fixture);
+    assert_eq!(warnings(s), None);
+    assert_eq!(unsafe { tipedge_session_free(s) }, TIPEDGE_STATUS_OK);
+
+    // A copy with a compiled form whose tar was damaged: the session opens on the ONNX graph
+    // and says which file it did not use and why.
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+    }
+    let done = tipedge::encoder::compile(&model, &RunOptions::default(), |_| {}).unwrap();
+    let mut tar = std::fs::read(&done[0].path).unwrap();
+    let n = tar.len();
+    tar[n / 2] ^= 1;
+    std::fs::write(&done[0].path, &tar).unwrap();
+    let s = open(&model);
+    let w = warnings(s).expect("a warning for the damaged compiled form");
+    assert!(
+        w.contains("image.b1-f32.nnef.tar") && w.contains("loaded the ONNX graph instead"),
+        "{w}"
+    );
+    assert_eq!(unsafe { tipedge_session_free(s) }, TIPEDGE_STATUS_OK);
+
+    assert!(unsafe { tipedge_session_warnings(null_mut()) }.is_null());
+    assert!(last_error().contains("not a live tipedge session handle"));
+}

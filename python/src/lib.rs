@@ -596,6 +596,14 @@ impl Session {
         self.with(py, |inner| inner.encoder().dim())
     }
 
+    /// What the encoder said when it was loaded, one line each: an int8 graph on an x86_64 CPU
+    /// whose int8 kernel is slow, f16 emulated on x86_64, or a compiled form (`tipedge compile`)
+    /// that was stale or damaged and so not used. Empty when there is nothing to say.
+    #[getter]
+    fn warnings(&self, py: Python<'_>) -> Vec<String> {
+        self.with(py, |inner| inner.encoder().warnings())
+    }
+
     /// For the overhead benchmark (python/bench/overhead.py): `n` calls of the library's
     /// `Session::classify` on one frame from Rust, no Python in between; seconds taken.
     #[pyo3(signature = (frame, format, n))]

@@ -1,11 +1,13 @@
 """The Python package against the CLI and against bad input."""
 
+import subprocess
+
 import numpy as np
 import pytest
 from PIL import Image
 
 import tipedge
-from conftest import run_cli
+from conftest import cli, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +203,21 @@ def test_a_session_on_a_device_state_directory(model, pack, tmp_path):
     p = s.classify(np.zeros((64, 64, 3), np.uint8))
     assert p.pack is not None and p.pack.startswith("a:"), p.pack
     assert p.to_dict()["pack"] == p.pack
+
+
+def test_load_warnings_name_a_damaged_compiled_form(model, pack, tmp_path):
+    assert tipedge.Session(model, pack=pack).warnings == []
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for f in model.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    subprocess.run([str(cli()), "compile", str(copy)], check=True, capture_output=True, timeout=600)
+    tar = copy / "image.b1-f32.nnef.tar"
+    data = bytearray(tar.read_bytes())
+    data[len(data) // 2] ^= 1
+    tar.write_bytes(bytes(data))
+    s = tipedge.Session(copy, pack=pack)
+    assert len(s.warnings) == 1, s.warnings
+    assert "image.b1-f32.nnef.tar" in s.warnings[0]
+    assert "loaded the ONNX graph instead" in s.warnings[0]
+    assert s.classify(np.zeros((64, 64, 3), np.uint8)).label in s.class_names

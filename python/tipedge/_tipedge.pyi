@@ -137,6 +137,12 @@ class Session:
     @property
     def dim(self) -> int:
         """The encoder's feature width."""
+    @property
+    def warnings(self) -> list[str]:
+        """What the encoder said when it was loaded, one line each: an int8 graph on an x86_64
+        CPU whose int8 kernel is slow, f16 emulated on x86_64, or a compiled form
+        (``tipedge compile``) that was stale or damaged and so not used. Empty when there is
+        nothing to say."""
     def _classify_native(self, frame: Frame, format: Format, n: int) -> float:
         """Benchmark hook: seconds for ``n`` calls of the Rust ``Session::classify`` on one
         frame, with no Python in between (python/bench/overhead.py)."""

@@ -289,7 +289,7 @@ fn stream(args: StreamBenchArgs) -> anyhow::Result<i32> {
         frames: args.frames,
         rounds: args.rounds,
     };
-    let r = bench_stream(&b, |enc| warn_if_slow(enc, &paths.image))?;
+    let r = bench_stream(&b, warn_if_slow)?;
     if args.json {
         print_json(&r);
         return Ok(EXIT_OK);
@@ -334,7 +334,7 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
         limits: args.runtime.limits(),
         profile: args.profile,
     };
-    let r = bench_encoder(&b, |enc| warn_if_slow(enc, &paths.image))?;
+    let r = bench_encoder(&b, warn_if_slow)?;
     if args.json {
         print_json(&r);
         return Ok(EXIT_OK);

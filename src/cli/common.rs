@@ -50,16 +50,13 @@ impl RuntimeArgs {
 /// form beside it could not be used.
 pub fn load_image_encoder(path: &Path, opts: &RunOptions) -> tipedge::Result<ImageEncoder> {
     let encoder = ImageEncoder::load(path, opts)?;
-    warn_if_slow(&encoder, path);
+    warn_if_slow(&encoder);
     Ok(encoder)
 }
 
-pub fn warn_if_slow(encoder: &ImageEncoder, path: &Path) {
-    if let Some(w) = encoder.slow_path_warning() {
-        eprintln!("warning: {}: {w}", path.display());
-    }
-    if let Some(note) = encoder.load_note() {
-        eprintln!("warning: {note}");
+pub fn warn_if_slow(encoder: &ImageEncoder) {
+    for w in encoder.warnings() {
+        eprintln!("warning: {w}");
     }
 }
 

@@ -180,6 +180,20 @@ impl ImageEncoder {
         self.graph.load_note()
     }
 
+    /// What a caller should show once after loading, one line each: the
+    /// [slow-path warning](Self::slow_path_warning) naming the graph, then the
+    /// [load note](Self::load_note). Empty when there is nothing to say. The CLI prints them on
+    /// stderr; the C ABI (`tipedge_session_warnings`) and the Python package
+    /// (`Session.warnings`) hand them to the application.
+    pub fn warnings(&self) -> Vec<String> {
+        let slow = self
+            .slow_path_warning()
+            .map(|w| format!("{}: {w}", self.graph.path.display()));
+        slow.into_iter()
+            .chain(self.load_note().map(str::to_string))
+            .collect()
+    }
+
     /// The compiled form the graph was loaded from, if it was (see [`compile`]).
     pub fn compiled_from(&self) -> Option<&Path> {
         self.graph.compiled_from()
