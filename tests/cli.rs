@@ -384,6 +384,18 @@ fn bench_encoder_reports_latency_and_profile() {
         "{ops:?}"
     );
     assert!(ops.iter().all(|o| o["nodes"].as_u64().unwrap() >= 1));
+    // With its work: the products' multiply-accumulates, runs and kernels; no other op has a
+    // kernel (tests/encoder.rs checks the counts on a graph whose MACs are known).
+    let mm = ops.iter().find(|o| o["op"] == "OptMatMul").unwrap();
+    assert!(mm["macs"].as_u64().unwrap() > 0, "{mm}");
+    assert!(mm["products"].as_u64() >= mm["nodes"].as_u64(), "{mm}");
+    assert!(!mm["kernels"].as_array().unwrap().is_empty(), "{mm}");
+    assert!(
+        ops.iter()
+            .filter(|o| o["op"] != "OptMatMul")
+            .all(|o| o["kernels"].as_array().unwrap().is_empty()),
+        "{ops:?}"
+    );
 }
 
 #[test]

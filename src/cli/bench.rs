@@ -178,7 +178,9 @@ pub struct EncoderArgs {
     #[arg(long)]
     images: Vec<PathBuf>,
     /// Also time every node of the optimised graph and report the time per operator type
-    /// (where tract spends its time: depthwise convs, matrix products, ...).
+    /// (where tract spends its time: depthwise convs, matrix products, ...), with each type's
+    /// work: multiply-accumulates, values written and the matrix kernels tract chose on this CPU
+    /// (the work and kernels hold under qemu, where the times mean nothing).
     #[arg(long)]
     profile: bool,
     /// Print one JSON object.
@@ -378,13 +380,26 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
     if let Some(p) = &r.profile {
         let total: f64 = p.iter().map(|o| o.ms).sum();
         println!("profile      per operator type, median per node summed ({total:.2} ms):");
+        println!(
+            "  {:<28} {:>5} {:>9} {:>6} {:>9} {:>9} {:>8}  kernels",
+            "operator", "nodes", "ms", "%", "M MACs", "M values", "products"
+        );
         for o in p {
+            let products = if o.kernels.is_empty() {
+                String::new()
+            } else {
+                o.products.to_string()
+            };
             println!(
-                "  {:<28} {:>4} nodes {:>9.3} ms {:>5.1}%",
+                "  {:<28} {:>5} {:>9.3} {:>5.1}% {:>9.1} {:>9.3} {:>8}  {}",
                 o.op,
                 o.nodes,
                 o.ms,
-                100.0 * o.ms / total
+                100.0 * o.ms / total,
+                o.macs as f64 / 1e6,
+                o.elements as f64 / 1e6,
+                products,
+                o.kernels.join(" ")
             );
         }
     }

@@ -69,6 +69,64 @@ pub struct OpTime {
     pub nodes: usize,
     /// Sum over those nodes of each node's median time per run, in ms.
     pub ms: f64,
+    /// Multiply-accumulates per run, summed over the nodes, as tract counts them (its `cost()`:
+    /// the products' m·k·n, a convolution's kernel volume per output value); 0 for ops that
+    /// multiply-accumulate nothing.
+    pub macs: u64,
+    /// Values written per run (the nodes' output elements summed): the work of an element-wise
+    /// op, and what a product's store phase writes.
+    pub elements: u64,
+    /// Matrix-kernel runs per graph run: for each product node, how many separate m × n
+    /// products it makes (1 when its output is one matrix; H for a product tract loops over
+    /// rows, such as a 1×1 convolution whose H and W axes were not merged).
+    pub products: u64,
+    /// The matrix-multiply kernels tract chose for these nodes on this CPU (products only, e.g.
+    /// `avx512_mmm_i32_16x16`, `arm64simd_mmm_i32_8x8_dot`), each once, in name order.
+    pub kernels: Vec<String>,
+}
+
+impl OpTime {
+    /// Work counts of one node: its multiply-accumulates, output elements, matrix products and
+    /// kernel names.
+    fn work(model: &TypedModel, node: &TypedNode) -> (u64, u64, u64, Vec<String>) {
+        use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+        use tract_onnx::tract_core::ops::Cost;
+        let concrete = |d: &TDim| d.to_i64().ok().and_then(|v| u64::try_from(v).ok());
+        let macs = model
+            .node_input_facts(node.id)
+            .and_then(|facts| node.op.cost(&facts))
+            .map(|costs| {
+                costs
+                    .iter()
+                    .filter(|(c, _)| matches!(c, Cost::FMA(_)))
+                    .filter_map(|(_, n)| concrete(n))
+                    .sum()
+            })
+            .unwrap_or(0);
+        let elements = node
+            .outputs
+            .iter()
+            .filter_map(|o| {
+                o.fact
+                    .shape
+                    .as_concrete()
+                    .map(|s| s.iter().product::<usize>())
+            })
+            .map(|n| n as u64)
+            .sum();
+        let (products, kernels) = node
+            .op_as::<OptMatMul>()
+            .map(|op| {
+                let loops = (op.c_fact.shape.iter().enumerate())
+                    .filter(|(axis, _)| Some(*axis) != op.c_m_axis && Some(*axis) != op.c_n_axis)
+                    .map(|(_, d)| concrete(d).unwrap_or(1))
+                    .product();
+                let names = op.mmm.iter().map(|k| k.name().to_string()).collect();
+                (loops, names)
+            })
+            .unwrap_or_default();
+        (macs, elements, products, kernels)
+    }
 }
 
 /// Where a [`Graph`] was loaded from.
@@ -263,14 +321,28 @@ impl Graph {
         let mut by_op: BTreeMap<String, OpTime> = BTreeMap::new();
         for (id, mut v) in samples {
             v.sort_by(f64::total_cmp);
-            let op = model.node(id).op.name().to_string();
+            let node = model.node(id);
+            let op = node.op.name().to_string();
             let entry = by_op.entry(op.clone()).or_insert(OpTime {
                 op,
                 nodes: 0,
                 ms: 0.0,
+                macs: 0,
+                elements: 0,
+                products: 0,
+                kernels: Vec::new(),
             });
+            let (macs, elements, products, kernels) = OpTime::work(model, node);
             entry.nodes += 1;
             entry.ms += v[v.len() / 2];
+            entry.macs += macs;
+            entry.elements += elements;
+            entry.products += products;
+            for k in kernels {
+                if let Err(at) = entry.kernels.binary_search(&k) {
+                    entry.kernels.insert(at, k);
+                }
+            }
         }
         let mut rows: Vec<OpTime> = by_op.into_values().collect();
         rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
