@@ -256,6 +256,44 @@ fn int8_graphs_match_onnxruntime_and_stay_close_to_f32() {
     }
 }
 
+/// A 1×1 ConvInteger (quantize.py's integer form) runs as one matrix product: tract 0.23.9 alone
+/// makes it H products of W columns (32 here), which tipedge's load-time rewrite of plain integer
+/// products avoids. The features are onnxruntime's (integer sums are exact).
+#[test]
+fn pointwise_integer_products_run_as_one_product_each() {
+    let graph = common::fixture("pointwise-int8/image.onnx");
+    let x = common::read_f32(&common::fixture("quant/pointwise_int8_input.npy")).data;
+    let want = common::read_f32(&common::fixture("quant/pointwise_int8_ort.npy")).data;
+    let enc = ImageEncoder::load(&graph, &RunOptions::default()).unwrap();
+    assert!(enc.is_int8());
+    let half = x.len() / 2;
+    for (i, image) in [&x[..half], &x[half..]].into_iter().enumerate() {
+        let got = enc.encode(image, 1).unwrap();
+        check_rows(
+            "pointwise-int8 vs onnxruntime",
+            &got,
+            &want[i * 16..(i + 1) * 16],
+            16,
+            0.999_999,
+            1e-5,
+        );
+    }
+    let profile = enc.profile(1).unwrap();
+    let products = profile.iter().find(|o| o.op == "OptMatMul").unwrap();
+    assert_eq!(products.nodes, 3, "{profile:?}");
+    // 32 × 32 pixels: 3 → 8 (1×1), 8 → 8 (3×3), 8 → 16 (1×1).
+    assert_eq!(
+        products.macs,
+        32 * 32 * (8 * 3 + 8 * 8 * 9 + 16 * 8),
+        "{profile:?}"
+    );
+    assert_eq!(
+        products.products, 3,
+        "one matrix product per node: {profile:?}"
+    );
+    assert!(!products.kernels.is_empty());
+}
+
 /// A copy of fixture model folder `name` in a temporary directory (`tipedge compile` writes
 /// beside the graphs).
 fn model_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
