@@ -16,7 +16,8 @@
 //!   size, the precision and tract's version.
 //!
 //! A graph is loaded from its compiled form only when the record matches all of these and the
-//! tar's sha256 matches the record (checked before tract parses a byte of it); otherwise the ONNX
+//! tar's sha256 matches the record (computed in a second thread while tract parses and optimises
+//! the model, which is thrown away if the hash disagrees); otherwise the ONNX
 //! graph is loaded as before and the reason is kept for the caller to show
 //! ([`ImageEncoder::load_note`](super::ImageEncoder::load_note)): a stale or damaged compiled
 //! file costs start-up time, never a wrong model.
@@ -267,9 +268,10 @@ fn file_name(p: &Path) -> String {
 pub(crate) enum Lookup {
     /// No record for this batch and precision: nothing was compiled for them.
     Absent,
-    /// The compiled model, verified (its record matches the sidecar and `opts`, its tar the
-    /// record): the decluttered typed model and the ONNX graph's sha256.
-    Loaded(TypedModel, String),
+    /// The compiled model, its record checked against the sidecar and `opts`: the decluttered
+    /// typed model, the ONNX graph's sha256, and the tar's hash being checked against the record
+    /// (the model may be used only after [`Verification::wait`] says yes).
+    Loaded(Box<TypedModel>, String, Verification),
     /// A record exists but cannot be used: why (one line, naming the file).
     Rejected(String),
 }
@@ -334,38 +336,85 @@ pub(crate) fn load(graph: &Path, sidecar: &Sidecar, opts: &RunOptions) -> Lookup
             &format!("stale ({why}); run `tipedge compile` again"),
         );
     }
-    match crate::sidecar::sha256_hex_of_file(&tar_path) {
-        Ok(d) if d.eq_ignore_ascii_case(&record.sha256) => {}
-        Ok(d) => {
-            return reject(
+    // The tar is hashed in a second thread while tract parses it here and the caller optimises
+    // the model; the model is used only if the hash then matches the record
+    // ([`Verification::wait`]). Parsing before the hash is known trades a small risk for start-up
+    // time (the hash was a sixth of a compiled ViT-B/32 int8 load, and more on a board without
+    // SHA instructions such as the Pi 4): tract's tar reader checks every member header's
+    // checksum and its tensor reader refuses a tensor header whose shape and byte count disagree
+    // before allocating, so a flipped bit or a truncation ends in an error or in a model that is
+    // thrown away. A model is never used before its hash matched.
+    let verification = Verification::start(tar_path.clone(), record.sha256.clone());
+    let file = match File::open(&tar_path) {
+        Ok(f) => f,
+        Err(e) => {
+            return Lookup::Rejected(
+                verification
+                    .wait()
+                    .err()
+                    .unwrap_or_else(|| rejection(&tar_path, &io_reason(&e))),
+            )
+        }
+    };
+    match nnef().model_for_read(&mut BufReader::with_capacity(1 << 20, file)) {
+        Ok(typed) => Lookup::Loaded(
+            Box::new(typed),
+            record.graph_sha256.to_ascii_lowercase(),
+            verification,
+        ),
+        // A damaged file is named as such rather than by the error it caused in tract.
+        Err(e) => Lookup::Rejected(verification.wait().err().unwrap_or_else(|| {
+            rejection(
                 &tar_path,
+                &format!("tract cannot load it: {}", tract_reason(&e)),
+            )
+        })),
+    }
+}
+
+/// The sha256 of a compiled tar, computed in its own thread.
+pub(crate) struct Verification {
+    tar: PathBuf,
+    expected: String,
+    digest: std::thread::JoinHandle<std::io::Result<String>>,
+}
+
+impl Verification {
+    fn start(tar: PathBuf, expected: String) -> Verification {
+        let path = tar.clone();
+        let digest = std::thread::spawn(move || crate::sidecar::sha256_hex_of_file(&path));
+        Verification {
+            tar,
+            expected,
+            digest,
+        }
+    }
+
+    /// Waits for the hash: `Ok` when the tar is the one its record describes, else why not
+    /// (one line naming the file, as [`Lookup::Rejected`] carries it).
+    pub(crate) fn wait(self) -> std::result::Result<(), String> {
+        match self.digest.join() {
+            Ok(Ok(d)) if d.eq_ignore_ascii_case(&self.expected) => Ok(()),
+            Ok(Ok(d)) => Err(rejection(
+                &self.tar,
                 &format!(
                     "sha256 {}… does not match its record ({}…): damaged or replaced",
                     &d[..12],
-                    record.sha256.get(..12).unwrap_or(&record.sha256)
+                    self.expected.get(..12).unwrap_or(&self.expected)
                 ),
-            )
+            )),
+            Ok(Err(e)) => Err(rejection(&self.tar, &io_reason(&e))),
+            Err(_) => Err(rejection(&self.tar, "hashing it failed")),
         }
-        Err(e) => return reject(&tar_path, &io_reason(&e)),
-    }
-    let file = match File::open(&tar_path) {
-        Ok(f) => f,
-        Err(e) => return reject(&tar_path, &io_reason(&e)),
-    };
-    match nnef().model_for_read(&mut BufReader::with_capacity(1 << 20, file)) {
-        Ok(typed) => Lookup::Loaded(typed, record.graph_sha256.to_ascii_lowercase()),
-        Err(e) => reject(
-            &tar_path,
-            &format!("tract cannot load it: {}", tract_reason(&e)),
-        ),
     }
 }
 
 fn reject(path: &Path, why: &str) -> Lookup {
-    Lookup::Rejected(format!(
-        "{}: {why}; loaded the ONNX graph instead",
-        path.display()
-    ))
+    Lookup::Rejected(rejection(path, why))
+}
+
+fn rejection(path: &Path, why: &str) -> String {
+    format!("{}: {why}; loaded the ONNX graph instead", path.display())
 }
 
 #[cfg(test)]

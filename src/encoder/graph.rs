@@ -188,28 +188,53 @@ impl Graph {
         inputs: Inputs<'_>,
         opts: &RunOptions,
     ) -> Result<Graph> {
+        if opts.batch == 0 {
+            return Err(Error::Invalid("batch size must be at least 1".into()));
+        }
+        use super::compiled::Lookup;
+        match super::compiled::load(path, sidecar, opts) {
+            Lookup::Loaded(typed, sha256, verification) => {
+                let (tar, _) = super::compiled::paths(path, opts);
+                let source = Source::Compiled(tar);
+                let graph = Self::optimise(path, sidecar, inputs, opts, *typed, sha256, source);
+                match verification.wait() {
+                    Ok(()) => graph,
+                    Err(why) => {
+                        drop(graph);
+                        let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
+                        let source = Source::OnnxNotCompiled(why);
+                        Self::optimise(path, sidecar, inputs, opts, typed, sha256, source)
+                    }
+                }
+            }
+            Lookup::Absent => {
+                let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
+                Self::optimise(path, sidecar, inputs, opts, typed, sha256, Source::Onnx)
+            }
+            Lookup::Rejected(why) => {
+                let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
+                let source = Source::OnnxNotCompiled(why);
+                Self::optimise(path, sidecar, inputs, opts, typed, sha256, source)
+            }
+        }
+    }
+
+    /// Checks the typed model's input and output against the sidecar and `opts`, optimises it
+    /// for this CPU and plans it.
+    fn optimise(
+        path: &Path,
+        sidecar: &Sidecar,
+        inputs: Inputs<'_>,
+        opts: &RunOptions,
+        typed: TypedModel,
+        sha256: String,
+        source: Source,
+    ) -> Result<Graph> {
         let Inputs {
             dt: input_dt,
             item_shape,
             positions,
         } = inputs;
-        if opts.batch == 0 {
-            return Err(Error::Invalid("batch size must be at least 1".into()));
-        }
-        let (typed, sha256, source) = match super::compiled::load(path, sidecar, opts) {
-            super::compiled::Lookup::Loaded(typed, sha256) => {
-                let (tar, _) = super::compiled::paths(path, opts);
-                (typed, sha256, Source::Compiled(tar))
-            }
-            super::compiled::Lookup::Absent => {
-                let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
-                (typed, sha256, Source::Onnx)
-            }
-            super::compiled::Lookup::Rejected(why) => {
-                let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
-                (typed, sha256, Source::OnnxNotCompiled(why))
-            }
-        };
         let fail = |stage: &str, e: TractError| {
             Error::model(path, format!("{stage}: {}", tract_reason(&e)))
         };
@@ -232,6 +257,9 @@ impl Graph {
         }
         let mut typed = typed;
         plain_integer_products(&mut typed).map_err(|e| fail("integer products", e))?;
+        // Declutter again even for a compiled form: tract's NNEF reader leaves axis moves and
+        // reshapes that only its declutter folds (skipping it left 10 more MoveAxis nodes in the
+        // optimised clip-tiny; tests/encoder.rs compares the optimised graphs).
         let typed = typed
             .into_optimized()
             .map_err(|e| fail("optimisation failed", e))?;
