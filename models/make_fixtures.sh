@@ -29,6 +29,7 @@ echo "== training / augmentation references (crops, alpha/beta search, cache key
 echo "== int8 fixtures (calibration set first) and their onnxruntime outputs"
 "$PY" "$HERE/../calibration/assemble.py"
 "$PY" "$HERE/make_quant_refs.py"
+"$PY" "$HERE/make_pointwise_fixture.py"
 echo "== tokenizer parity set (open_clip ids)"
 "$PY" "$HERE/make_token_refs.py"
 echo "== CoOp: W parity (every position, generic and CSC, an imported official checkpoint) and trainer steps"
