@@ -20,36 +20,33 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kernel_loops  # noqa: E402
 
 CLOCK = {"cortex-a72": 1.5e9, "cortex-a76": 2.4e9}
+# qemu's CPU name → the llvm-mca model standing in for it (cross/mca/analyse.py)
 MCA_CPU = {"cortex-a72": "cortex-a72", "cortex-a76": "neoverse-n1"}
+# qemu's CPU → the int8 kernel tract picks on it; the f32 kernel is the same on both
+INT8_KERNEL = {"cortex-a72": "arm64simd_mmm_i32_8x8_0", "cortex-a76": "arm64simd_mmm_i32_8x8_dot"}
+F32_KERNEL = "arm64simd_mmm_f32_8x8_gen"
 
 
 def group(name):
-    if "_mmm_i32_" in name or name.startswith("non_linear") or "_mmm_f32_" in name:
-        return "i32 kernels" if ("_i32_" in name or name.startswith("non_linear")) else "f32 kernels"
-    if "pack" in name.split("::")[-1] or "::pack::" in name:
+    if "_mmm_i32_" in name or name.startswith("non_linear"):
+        return "i32 kernels"
+    if "_mmm_f32_" in name:
+        return "f32 kernels"
+    if "::pack::" in name or "pack" in name.split("::")[-1]:
         return "packing"
     if "depthwise" in name:
         return "depthwise"
     return "other"
 
 
-def kernel_ipc(binary):
-    """Instructions per cycle of each kernel's inner loop, per qemu CPU name."""
-    syms = kernel_loops.symbols(binary)
-    ipc = {}
-    for kernel, label, _macs, dot in kernel_loops.LOOPS:
-        asm = kernel_loops.loop_asm(binary, syms, kernel, label)
-        for cpu, mca_cpu in MCA_CPU.items():
-            if dot and cpu == "cortex-a72":
-                continue
-            cycles = kernel_loops.mca("llvm-mca-19", mca_cpu, asm)
-            ipc[(cpu, "f32" if "_f32_" in kernel else ("dot" if dot else "smlal"))] = (len(asm) - 1) / cycles
-    return ipc
+def ipc(rates, cpu, kernel):
+    instructions, _macs, cycles = rates[(MCA_CPU[cpu], kernel)]
+    return instructions / cycles
 
 
 def main():
     binary, specs = sys.argv[1], sys.argv[2:]
-    ipc = kernel_ipc(binary)
+    rates, _ = kernel_loops.loop_rates(binary)
     print("| graph | CPU | instructions per pass (M) | i32 kernels | f32 kernels | packing | depthwise | other | estimate ms |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for spec in specs:
@@ -60,15 +57,16 @@ def main():
             for s in d["symbols"]:
                 g = group(s["name"])
                 groups[g] = groups.get(g, 0) + s["instructions"]
-            i32_ipc = ipc[(cpu, "dot" if cpu == "cortex-a76" else "smlal")]
-            f32_ipc = ipc[(cpu, "f32")]
+            i32_ipc = ipc(rates, cpu, INT8_KERNEL[cpu])
+            f32_ipc = ipc(rates, cpu, F32_KERNEL)
             fixed = groups.get("i32 kernels", 0) / i32_ipc + groups.get("f32 kernels", 0) / f32_ipc
             rest = sum(v for k, v in groups.items() if "kernels" not in k)
             lo, hi = (fixed + rest / 2) / CLOCK[cpu] * 1e3, (fixed + rest / 1) / CLOCK[cpu] * 1e3
             cells = [f"{groups.get(g, 0) / 1e6:.1f}" for g in ("i32 kernels", "f32 kernels", "packing", "depthwise", "other")]
             print(f"| {name} | {cpu} | {d['total'] / 1e6:.1f} | " + " | ".join(cells) + f" | {lo:.0f}–{hi:.0f} |")
     print()
-    print("Kernel loop IPC (llvm-mca): " + ", ".join(f"{c} {k} {v:.2f}" for (c, k), v in sorted(ipc.items())))
+    print("Kernel loop IPC (llvm-mca): " + ", ".join(
+        f"{c} {k} {n / cycles:.2f}" for (c, k), (n, _, cycles) in sorted(rates.items())))
 
 
 if __name__ == "__main__":

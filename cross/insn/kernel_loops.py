@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
 """llvm-mca's cycles for the inner loops of tract's aarch64 matrix kernels, as linked in BINARY.
 
-    kernel_loops.py BINARY [--mca llvm-mca-19]
+    kernel_loops.py BINARY
 
 For each kernel (f32 8x8, i32 8x8 with smlal, i32 8x8 with sdot) it disassembles the loop between
-its label and the next label of the binary (aarch64-linux-gnu-objdump), runs llvm-mca for the
-Cortex-A72 (LLVM's A57 model, the Pi 4) and the Neoverse-N1 (the Pi 5's Cortex-A76 core), and
-prints instructions, multiply-accumulates and cycles per iteration: the steady-state rate of the
+its label and the next label of the binary (aarch64-linux-gnu-objdump) and runs llvm-mca on it for
+the CPUs cross/mca/analyse.py models (Cortex-A72 for the Pi 4; Neoverse-N1, the Pi 5's
+Cortex-A76 core, when the installed llvm-mca has it), with analyse.py's runner. It prints
+instructions, multiply-accumulates and cycles per iteration: the steady-state rate of the
 products when their operands are in L1.
 """
 import argparse
+import os
 import re
 import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mca"))
+import analyse  # noqa: E402  (cross/mca/analyse.py: mca_binaries, mca)
 
 # (kernel symbol prefix, loop label, MACs per loop iteration, needs dotprod)
 LOOPS = [
@@ -19,7 +26,6 @@ LOOPS = [
     ("arm64simd_mmm_i32_8x8_0", ".packed_packed_loop_1_i8i8", 8 * 8, False),
     ("arm64simd_mmm_i32_8x8_dot", ".packed_packed_loop_1_i8i8", 8 * 8 * 4, True),
 ]
-CPUS = [("cortex-a72", "Pi 4"), ("neoverse-n1", "Pi 5 (Cortex-A76)")]
 
 
 def symbols(binary):
@@ -52,32 +58,37 @@ def loop_asm(binary, syms, kernel, label):
     return [".Lloop:"] + lines
 
 
-def mca(tool, cpu, asm):
-    out = subprocess.run([tool, "-mtriple=aarch64", f"-mcpu={cpu}", "-iterations=200"],
-                         input="\n".join(asm) + "\n", check=True, capture_output=True, text=True).stdout
-    cycles = int(re.search(r"Total Cycles:\s+(\d+)", out).group(1))
-    iters = int(re.search(r"Iterations:\s+(\d+)", out).group(1))
-    return cycles / iters
+def loop_rates(binary):
+    """{(mcpu, kernel prefix): (instructions, MACs, cycles) per loop iteration}, and the CPUs
+    modelled as analyse.mca_binaries() gives them."""
+    syms = symbols(binary)
+    cpus = analyse.mca_binaries()
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kernel, label, macs, dot in LOOPS:
+            asm = loop_asm(binary, syms, kernel, label)
+            path = os.path.join(tmp, kernel + ".s")
+            with open(path, "w") as f:
+                f.write("\n".join(asm) + "\n")
+            for cpu, _, mca in cpus:
+                # the Cortex-A72 has no SDOT: tract picks the sdot kernel only where the CPU has it
+                if not (dot and cpu == "cortex-a72"):
+                    rates[(cpu, kernel)] = (len(asm) - 1, macs, analyse.mca(mca, cpu, path)[0])
+    return rates, cpus
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("binary")
-    ap.add_argument("--mca", default="llvm-mca-19")
     a = ap.parse_args()
-    syms = symbols(a.binary)
-    print("| kernel loop | instructions | MACs | " + " | ".join(f"{c} cycles ({b})" for c, b in CPUS)
-          + " | " + " | ".join(f"{c} MACs/cycle" for c, _ in CPUS) + " |")
-    print("|---|---:|---:|" + "---:|" * (2 * len(CPUS)))
-    for kernel, label, macs, dot in LOOPS:
-        asm = loop_asm(a.binary, syms, kernel, label)
-        n = len(asm) - 1
-        # the Cortex-A72 has no SDOT: tract picks the sdot kernel only where the CPU reports it
-        cyc = [None if dot and c == "cortex-a72" else mca(a.mca, c, asm) for c, _ in CPUS]
-        cell = lambda x, f: "—" if x is None else f(x)
-        print(f"| `{kernel}` `{label}` | {n} | {macs} | "
-              + " | ".join(cell(x, lambda x: f"{x:.1f}") for x in cyc) + " | "
-              + " | ".join(cell(x, lambda x: f"{macs / x:.1f}") for x in cyc) + " |")
+    rates, cpus = loop_rates(a.binary)
+    print("| kernel loop | CPU | instructions | MACs | cycles | MACs/cycle |")
+    print("|---|---|---:|---:|---:|---:|")
+    for kernel, label, _, _ in LOOPS:
+        for cpu, desc, _ in cpus:
+            if (cpu, kernel) in rates:
+                n, macs, cycles = rates[(cpu, kernel)]
+                print(f"| `{kernel}` `{label}` | {desc} | {n} | {macs} | {cycles:.1f} | {macs / cycles:.1f} |")
 
 
 if __name__ == "__main__":

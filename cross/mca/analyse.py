@@ -247,4 +247,5 @@ def main():
         print(f"{cpu:11} {kernel:27} batch 1: {b1:5.0f} cycles/key ({kb} B)  batch 16: {kq:5.1f} cycles/key/query")
 
 
-main()
+if __name__ == "__main__":  # also imported by cross/insn/kernel_loops.py
+    main()

@@ -14,7 +14,7 @@ use tipedge::kernel::{Isa, KeyDtype, MAX_BATCH};
 use tipedge::preprocess::PixelFormat;
 use tipedge::record::KernelBenchRecord;
 
-use super::common::{print_json, warn_if_slow, RuntimeArgs};
+use super::common::{print_json, print_load_warnings, RuntimeArgs};
 use super::EXIT_OK;
 
 #[derive(Subcommand, Debug)]
@@ -291,7 +291,7 @@ fn stream(args: StreamBenchArgs) -> anyhow::Result<i32> {
         frames: args.frames,
         rounds: args.rounds,
     };
-    let r = bench_stream(&b, warn_if_slow)?;
+    let r = bench_stream(&b, print_load_warnings)?;
     if args.json {
         print_json(&r);
         return Ok(EXIT_OK);
@@ -336,7 +336,7 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<i32> {
         limits: args.runtime.limits(),
         profile: args.profile,
     };
-    let r = bench_encoder(&b, warn_if_slow)?;
+    let r = bench_encoder(&b, print_load_warnings)?;
     if args.json {
         print_json(&r);
         return Ok(EXIT_OK);

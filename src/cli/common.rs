@@ -50,11 +50,11 @@ impl RuntimeArgs {
 /// form beside it could not be used.
 pub fn load_image_encoder(path: &Path, opts: &RunOptions) -> tipedge::Result<ImageEncoder> {
     let encoder = ImageEncoder::load(path, opts)?;
-    warn_if_slow(&encoder);
+    print_load_warnings(&encoder);
     Ok(encoder)
 }
 
-pub fn warn_if_slow(encoder: &ImageEncoder) {
+pub fn print_load_warnings(encoder: &ImageEncoder) {
     for w in encoder.warnings() {
         eprintln!("warning: {w}");
     }

@@ -192,31 +192,23 @@ impl Graph {
             return Err(Error::Invalid("batch size must be at least 1".into()));
         }
         use super::compiled::Lookup;
-        match super::compiled::load(path, sidecar, opts) {
+        // Why the ONNX graph is loaded although a compiled form is beside it, if one is.
+        let not_compiled = match super::compiled::load(path, sidecar, opts) {
             Lookup::Loaded(typed, sha256, verification) => {
                 let (tar, _) = super::compiled::paths(path, opts);
                 let source = Source::Compiled(tar);
                 let graph = Self::optimise(path, sidecar, inputs, opts, *typed, sha256, source);
                 match verification.wait() {
-                    Ok(()) => graph,
-                    Err(why) => {
-                        drop(graph);
-                        let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
-                        let source = Source::OnnxNotCompiled(why);
-                        Self::optimise(path, sidecar, inputs, opts, typed, sha256, source)
-                    }
+                    Ok(()) => return graph,
+                    Err(why) => Some(why),
                 }
             }
-            Lookup::Absent => {
-                let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
-                Self::optimise(path, sidecar, inputs, opts, typed, sha256, Source::Onnx)
-            }
-            Lookup::Rejected(why) => {
-                let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
-                let source = Source::OnnxNotCompiled(why);
-                Self::optimise(path, sidecar, inputs, opts, typed, sha256, source)
-            }
-        }
+            Lookup::Absent => None,
+            Lookup::Rejected(why) => Some(why),
+        };
+        let (typed, sha256) = typed_from_onnx(path, sidecar, inputs, opts)?;
+        let source = not_compiled.map_or(Source::Onnx, Source::OnnxNotCompiled);
+        Self::optimise(path, sidecar, inputs, opts, typed, sha256, source)
     }
 
     /// Checks the typed model's input and output against the sidecar and `opts`, optimises it
