@@ -247,14 +247,7 @@ impl Graph {
                 format!("graph input {:?}, expected {shape:?}", input.shape),
             ));
         }
-        let mut typed = typed;
-        plain_integer_products(&mut typed).map_err(|e| fail("integer products", e))?;
-        // Declutter again even for a compiled form: tract's NNEF reader leaves axis moves and
-        // reshapes that only its declutter folds (skipping it left 10 more MoveAxis nodes in the
-        // optimised clip-tiny; tests/encoder.rs compares the optimised graphs).
-        let typed = typed
-            .into_optimized()
-            .map_err(|e| fail("optimisation failed", e))?;
+        let typed = super::optimise::optimise(typed).map_err(|e| fail("optimisation failed", e))?;
 
         let out = typed.output_fact(0).map_err(|e| fail("no output", e))?;
         let dims: Vec<Option<usize>> = out
@@ -564,13 +557,11 @@ pub(crate) struct RunState {
     pub(crate) replaced: u64,
 }
 
-/// Compares the graph's declared input (where it declares one) with what the sidecar implies,
-/// so that a graph exported for 256 px next to a sidecar saying 224 is refused with a clear line.
 /// Hands the memory the load freed (the parsed model's tensors, replaced by the optimised
 /// graph's packed copies) back to the system. glibc keeps freed heap memory for reuse, so
 /// without this a loaded ViT-B/32 stayed 121 MiB above what it holds (`tipedge bench encoder`'s
 /// resident memory after load) — memory a 1 GB board does not have to spare.
-fn release_freed_memory() {
+pub(super) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
@@ -586,70 +577,6 @@ fn release_freed_memory() {
 /// The ONNX graph at `path`, verified against its sidecar, with its input fixed to
 /// `[batch, item_shape…]`, typed, decluttered and (for f16) translated: what is optimised at
 /// load, and what `tipedge compile` writes. Returns it with the graph's sha256.
-/// Rewrites every integer product that carries no quantisation (what tract makes of ONNX's
-/// MatMulInteger and ConvInteger without zero points, the products of `models/quantize.py`'s
-/// integer form) into a plain two-input i8 × i8 → i32 EinSum, before tract's codegen; returns
-/// how many.
-///
-/// tract 0.23.9 lowers those ops to a quantised EinSum with nine inputs (the two operands, a zero
-/// bias, zero points 0 and scales 1) and removes the quantisation only in its codegen pass, after
-/// the pass that merges consecutive axes of the same role (which takes two-input EinSums only).
-/// A 1×1 convolution over `[C, H, W]` then keeps H and W apart and runs as H products of W
-/// columns each instead of one product of H·W columns (EfficientNet-Lite0's pointwise
-/// convolutions: 112 products of 112 × 32 × 16). The sums are exact integers either way, so the
-/// features are the same bit for bit (tests/encoder.rs checks the int8 fixtures against
-/// onnxruntime).
-fn plain_integer_products(model: &mut TypedModel) -> TractResult<usize> {
-    use tract_onnx::tract_core::ops::einsum::EinSum;
-    let uniform = |model: &TypedModel, outlet: OutletId, value: f32| -> TractResult<bool> {
-        let fact = model.outlet_fact(outlet)?;
-        Ok(match &fact.konst {
-            Some(t) => t.is_uniform() && t.cast_to_scalar::<f32>()? == value,
-            None => false,
-        })
-    };
-    let mut rewritten = 0;
-    for id in model.eval_order()? {
-        let node = model.node(id);
-        let Some(op) = node.op_as::<EinSum>() else {
-            continue;
-        };
-        let i32_out = i32::datum_type();
-        if op.q_params != Some(i32_out) || op.operating_dt != i32_out || node.inputs.len() != 9 {
-            continue;
-        }
-        let i8_operand = |slot: usize| -> TractResult<bool> {
-            Ok(model.outlet_fact(node.inputs[slot])?.datum_type == i8::datum_type())
-        };
-        // Inputs: a, b, bias, a0, a_scale, b0, b_scale, c0, c_scale.
-        let trivial = i8_operand(0)?
-            && i8_operand(1)?
-            && [2, 3, 5, 7]
-                .into_iter()
-                .map(|slot| uniform(model, node.inputs[slot], 0.0))
-                .chain([4, 6, 8].map(|slot| uniform(model, node.inputs[slot], 1.0)))
-                .try_fold(true, |all, t| t.map(|t| all && t))?;
-        if !trivial {
-            continue;
-        }
-        let plain = EinSum {
-            axes: op.axes.extract_sub_mapping(&[0, 1], &[0])?,
-            operating_dt: i32_out,
-            q_params: None,
-        };
-        let mut patch = TypedModelPatch::new(format!("plain integer product {}", node.name));
-        let taps = patch.taps(model, &node.inputs[0..2])?;
-        let out = patch.wire_node(&node.name, plain, &taps)?[0];
-        patch.shunt_outside(model, id.into(), out)?;
-        patch.apply(model)?;
-        rewritten += 1;
-    }
-    if rewritten > 0 {
-        model.compact()?;
-    }
-    Ok(rewritten)
-}
-
 pub(crate) fn typed_from_onnx(
     path: &Path,
     sidecar: &Sidecar,
@@ -706,6 +633,8 @@ pub(crate) fn typed_from_onnx(
     Ok((typed, sha256))
 }
 
+/// Compares the graph's declared input (where it declares one) with what the sidecar implies,
+/// so that a graph exported for 256 px next to a sidecar saying 224 is refused with a clear line.
 fn check_declared_input(path: &Path, model: &InferenceModel, item_shape: &[usize]) -> Result<()> {
     let fact = model
         .input_fact(0)

@@ -7,6 +7,7 @@
 
 mod compiled;
 mod graph;
+mod optimise;
 mod prompt;
 
 pub use compiled::{Compiled, Record as CompiledRecord};
