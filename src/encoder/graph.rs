@@ -267,7 +267,7 @@ impl Graph {
         let plan = typed
             .into_runnable()
             .map_err(|e| fail("cannot plan the graph", e))?;
-        release_freed_memory();
+        super::optimise::release_freed_memory();
         let executor = if opts.threads > 1 {
             Executor::multithread(opts.threads)
         } else {
@@ -555,23 +555,6 @@ pub(crate) struct RunState {
     /// How often the input tensor had to be made afresh (an allocation) because tract still
     /// held the last one.
     pub(crate) replaced: u64,
-}
-
-/// Hands the memory the load freed (the parsed model's tensors, replaced by the optimised
-/// graph's packed copies) back to the system. glibc keeps freed heap memory for reuse, so
-/// without this a loaded ViT-B/32 stayed 121 MiB above what it holds (`tipedge bench encoder`'s
-/// resident memory after load) — memory a 1 GB board does not have to spare.
-pub(super) fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> std::ffi::c_int;
-        }
-        // SAFETY: glibc's malloc_trim only returns unused heap pages; it is thread-safe.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
 }
 
 /// The ONNX graph at `path`, verified against its sidecar, with its input fixed to
