@@ -6,6 +6,7 @@
 //! precedes the optimisation can be done once ([`compile`]) and loaded from then on.
 
 mod compiled;
+mod glue;
 mod graph;
 mod optimise;
 mod prompt;

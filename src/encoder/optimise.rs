@@ -26,9 +26,12 @@ use tract_onnx::tract_core::optim::{
 };
 
 /// `model` (typed, decluttered) optimised for this CPU, as tract's `into_optimized`, with its
-/// plain integer products made plain EinSums first and [`PackWeights`] in its codegen.
+/// plain integer products made plain EinSums first and [`PackWeights`] in its codegen, then
+/// the int8 glue swapped for faster operators computing the same bits ([`super::glue`]).
 pub(crate) fn optimise(model: TypedModel) -> TractResult<TypedModel> {
-    Ok(optimise_in_steps(model, STEP_BYTES)?.0)
+    let mut model = optimise_in_steps(model, STEP_BYTES)?.0;
+    super::glue::swap_in(&mut model)?;
+    Ok(model)
 }
 
 /// [`optimise`] with steps of `step_bytes`, also returning how many weights [`PackWeights`]
@@ -547,6 +550,39 @@ mod tests {
         assert_eq!(cases, 3 * 7 * 3 * 3 * 6);
     }
 
+    /// An input for `model`, uniform in ±`range`.
+    fn random_input(model: &TypedModel, seed: u64, range: f64) -> Tensor {
+        let fact = model.input_fact(0).unwrap();
+        let shape = fact.shape.as_concrete().unwrap().to_vec();
+        let mut rng = crate::rng::Rng::new(seed);
+        let values: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.uniform_in(-range, range) as f32)
+            .collect();
+        Tensor::from_shape(&shape, &values).unwrap()
+    }
+
+    /// The int8 glue swapped for tipedge's operators ([`super::super::glue`]): the same output
+    /// bits on the int8 fixtures (QOperator, dynamic, integer forms and the pointwise one).
+    #[test]
+    fn glue_swap_keeps_the_output_bits() {
+        for fixture in [
+            "clip-tiny-int8",
+            "clip-tiny-int8-dynamic",
+            "clip-tiny-int8-integer",
+            "pointwise-int8",
+        ] {
+            let tract_only = optimise_in_steps(typed(fixture, Precision::F32), STEP_BYTES)
+                .unwrap()
+                .0;
+            let mut swapped = tract_only.clone();
+            let n = super::super::glue::swap_in(&mut swapped).unwrap();
+            eprintln!("{fixture}: {n} operators swapped");
+            assert!(n > 0, "{fixture}: nothing swapped");
+            let input = random_input(&tract_only, 3, 1.5);
+            assert_eq!(run(swapped, &input), run(tract_only, &input), "{fixture}");
+        }
+    }
+
     #[test]
     fn packing_in_steps_gives_tracts_own_graph() {
         for (fixture, precision) in [
@@ -563,18 +599,7 @@ mod tests {
             // Steps of 256 KiB: several steps even for the small graphs.
             let (ours, [packed, by_rows]) = optimise_in_steps(model, 256 << 10).unwrap();
             assert_eq!(describe(&ours), describe(&theirs), "{what}");
-            let input_shape = theirs
-                .input_fact(0)
-                .unwrap()
-                .shape
-                .as_concrete()
-                .unwrap()
-                .to_vec();
-            let mut rng = crate::rng::Rng::new(7);
-            let values: Vec<f32> = (0..input_shape.iter().product::<usize>())
-                .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
-                .collect();
-            let input = Tensor::from_shape(&input_shape, &values).unwrap();
+            let input = random_input(&theirs, 7, 1.0);
             assert_eq!(run(ours, &input), run(theirs, &input), "{what}");
             eprintln!("{what}: {packed} weights packed by PackWeights, {by_rows} a row at a time");
             if fixture.starts_with("clip-tiny") {
