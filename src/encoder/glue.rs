@@ -155,26 +155,38 @@ impl TypedOp for CastI32F32 {
 /// One value as tract-core 0.23.9's `quantize_linear_f32_i8` gives it: its `round_ties_to_even`
 /// is IEEE round-half-to-even (`f32::round_ties_even`) for every finite value and returns
 /// infinities and NaN unchanged, `as i32` saturates (NaN → 0), and the zero point's `+` wraps.
-/// Rust's saturating `as i32` compiles to a scalar conversion per value; the same result is
-/// written here as selects around an unchecked conversion, which vectorise.
 #[inline(always)]
 fn quantize_one(x: f32, scale: f32, zero_point: i32) -> i8 {
+    saturating_i32((x * scale).round_ties_even())
+        .wrapping_add(zero_point)
+        .clamp(i8::MIN as i32, i8::MAX as i32) as i8
+}
+
+/// `v as i32` (saturating, NaN → 0). On x86-64 Rust's form compiles to a scalar conversion per
+/// value (the vector conversion gives i32::MIN for every out-of-range value), so it is written as
+/// selects around an unchecked conversion there, which vectorise.
+#[inline(always)]
+#[cfg(not(target_arch = "aarch64"))]
+fn saturating_i32(v: f32) -> i32 {
     const TWO_31: f32 = 2_147_483_648.0;
-    let v = (x * scale).round_ties_even();
     let (high, low, nan) = (v >= TWO_31, v < -TWO_31, v.is_nan());
     let in_range = if high || low || nan { 0.0 } else { v };
     // SAFETY: `in_range` is finite and within [-2^31, 2^31), where the conversion is exact.
     let converted = unsafe { in_range.to_int_unchecked::<i32>() };
-    let saturated = if high {
+    if high {
         i32::MAX
     } else if low {
         i32::MIN
     } else {
         converted
-    };
-    saturated
-        .wrapping_add(zero_point)
-        .clamp(i8::MIN as i32, i8::MAX as i32) as i8
+    }
+}
+
+/// `v as i32`: aarch64's vector conversion (`fcvtzs`) saturates and gives 0 for NaN itself.
+#[inline(always)]
+#[cfg(target_arch = "aarch64")]
+fn saturating_i32(v: f32) -> i32 {
+    v as i32
 }
 
 #[inline(always)]
