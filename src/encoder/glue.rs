@@ -5,8 +5,8 @@
 //! ViT-B/32 tower's run and 8.4 ms of EfficientNet-Lite0's (`tipedge bench encoder --profile`),
 //! whose whole f32 run takes 29 ms on the VNNI host the int8 targets are measured on.
 //!
-//! [`swap_in`] replaces them in the optimised graph, node for node, with operators computing the
-//! same bits in loops the compiler vectorises (AVX2 when the CPU has it, NEON on aarch64): what
+//! [`replacement`] gives the operators that replace them in the optimised graph, node for node,
+//! computing the same bits in loops the compiler vectorises (AVX2 when the CPU has it, NEON on aarch64): what
 //! `QuantizeLinearI8` computes is `clamp(round_ties_to_even(x · scale) as i32 + zero_point)`
 //! (tract-core `quantize_linear_f32_i8`; its `+` wraps in a release build, as here), what `Cast`
 //! computes is Rust's `i32 as f32`. Tested against tract's own operators below, on edge values
@@ -18,46 +18,36 @@ use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
-/// Replaces every f32 → i8 `QuantizeLinearI8` and every i32 → f32 `Cast` of `model` (optimised)
-/// with [`QuantizeI8`] and [`CastI32F32`]; returns how many.
-pub(crate) fn swap_in(model: &mut TypedModel) -> TractResult<usize> {
-    let loops = Loops::detect();
-    let mut swapped = 0;
-    for id in 0..model.nodes().len() {
-        let node = model.node(id);
-        if node.inputs.len() != 1 {
-            continue;
+/// What replaces `node` of `model` (optimised): [`QuantizeI8`] for an f32 → i8
+/// `QuantizeLinearI8`, [`CastI32F32`] for an i32 → f32 `Cast`, nothing for any other node (see
+/// `optimise::replace_ops`).
+pub(super) fn replacement(
+    model: &TypedModel,
+    node: &TypedNode,
+    loops: Loops,
+) -> TractResult<Option<Box<dyn TypedOp>>> {
+    if node.inputs.len() != 1 {
+        return Ok(None);
+    }
+    let input_dt = model.outlet_fact(node.inputs[0])?.datum_type;
+    let output_dt = model.outlet_fact(node.id.into())?.datum_type;
+    if let Some(q) = node
+        .op_as::<ElementWiseOp>()
+        .and_then(|op| op.0.downcast_ref::<QuantizeLinearI8>())
+    {
+        if input_dt != f32::datum_type() || output_dt != i8::datum_type() {
+            return Ok(None);
         }
-        let input_dt = model.outlet_fact(node.inputs[0])?.datum_type;
-        let output_dt = model.outlet_fact(id.into())?.datum_type;
-        let op: Box<dyn TypedOp> = if let Some(q) = node
-            .op_as::<ElementWiseOp>()
-            .and_then(|op| op.0.downcast_ref::<QuantizeLinearI8>())
-        {
-            if input_dt != f32::datum_type() || output_dt != i8::datum_type() {
-                continue;
-            }
-            Box::new(QuantizeI8 {
-                scale: q.scale,
-                zero_point: q.zero_point as i32,
-                loops,
-            })
-        } else if node.op_is::<Cast>() {
-            if input_dt != i32::datum_type() || output_dt != f32::datum_type() {
-                continue;
-            }
-            Box::new(CastI32F32 { loops })
-        } else {
-            continue;
-        };
-        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
-        patch.apply(model)?;
-        swapped += 1;
+        return Ok(Some(Box::new(QuantizeI8 {
+            scale: q.scale,
+            zero_point: q.zero_point as i32,
+            loops,
+        })));
     }
-    if swapped > 0 {
-        model.compact()?;
+    if node.op_is::<Cast>() && input_dt == i32::datum_type() && output_dt == f32::datum_type() {
+        return Ok(Some(Box::new(CastI32F32 { loops })));
     }
-    Ok(swapped)
+    Ok(None)
 }
 
 /// tract's `QuantizeLinearI8` on f32 input (`scale` is its multiplier, 1 / the ONNX scale).
@@ -216,7 +206,7 @@ mod avx2 {
 
 /// Which compilation of the loops this CPU runs, chosen once when the graph is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Loops {
+pub(super) enum Loops {
     /// Compiled for AVX2; only ever made where the CPU has it.
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -225,7 +215,7 @@ enum Loops {
 }
 
 impl Loops {
-    fn detect() -> Loops {
+    pub(super) fn detect() -> Loops {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             return Loops::Avx2;

@@ -9,6 +9,7 @@ mod compiled;
 mod glue;
 mod graph;
 mod optimise;
+mod packing;
 mod prompt;
 
 pub use compiled::{Compiled, Record as CompiledRecord};
