@@ -4,13 +4,13 @@
     estimate.py BINARY NAME=A72.json,A76.json [NAME=...]
 
 Each pass's instructions are grouped by function: the matrix kernels (tract's assembly,
-`*_mmm_*`, with their store phases), the activation packing for them (`pack*`), the depthwise
-convolutions, and everything else (element-wise ops, the product driver, the executor). The
-kernels run at the rate llvm-mca gives for their inner loops on each core (kernel_loops.py:
-instructions per cycle of the loop); everything else at 1 to 2 instructions per cycle, a range,
-since nothing here models it. Clock: Pi 4 1.5 GHz (Cortex-A72), Pi 5 2.4 GHz (Cortex-A76). The
-estimate ignores cache misses and memory bandwidth: it is a floor for compute-bound passes, not
-a measurement; a board is needed for that (`tipedge bench encoder`).
+`*_mmm_*`, with their store phases), the activation packing for them (`pack*`, and tipedge's
+`packing.rs`), the depthwise convolutions, and everything else (element-wise ops, the product
+driver, the executor). The kernels run at the rate llvm-mca gives for their inner loops on each
+core (kernel_loops.py: instructions per cycle of the loop); everything else at 1 to 2
+instructions per cycle, a range, since nothing here models it. Clock: Pi 4 1.5 GHz (Cortex-A72),
+Pi 5 2.4 GHz (Cortex-A76). The estimate ignores cache misses and memory bandwidth: it is a floor
+for compute-bound passes, not a measurement; a board is needed for that (`tipedge bench encoder`).
 """
 import json
 import os
@@ -32,7 +32,7 @@ def group(name):
         return "i32 kernels"
     if "_mmm_f32_" in name:
         return "f32 kernels"
-    if "::pack::" in name or "pack" in name.split("::")[-1]:
+    if "::pack::" in name or "::packing::" in name or "pack" in name.split("::")[-1]:
         return "packing"
     if "depthwise" in name:
         return "depthwise"
