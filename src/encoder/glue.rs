@@ -6,8 +6,8 @@
 //! whose whole f32 run takes 29 ms on the VNNI host the int8 targets are measured on.
 //!
 //! [`replacement`] gives the operators that replace them in the optimised graph, node for node,
-//! computing the same bits in loops the compiler vectorises (AVX2 when the CPU has it, NEON on aarch64): what
-//! `QuantizeLinearI8` computes is `clamp(round_ties_to_even(x · scale) as i32 + zero_point)`
+//! computing the same bits in loops the compiler vectorises (AVX2 when the CPU has it, NEON on
+//! aarch64): what `QuantizeLinearI8` computes is `clamp(round_ties_to_even(x · scale) as i32 + zero_point)`
 //! (tract-core `quantize_linear_f32_i8`; its `+` wraps in a release build, as here), what `Cast`
 //! computes is Rust's `i32 as f32`. Tested against tract's own operators below, on edge values
 //! and random bit patterns, and end to end by the int8 fixtures' parity tests.
@@ -288,12 +288,8 @@ mod tests {
         v
     }
 
-    fn tract(op: Box<dyn TypedOp>, input: Tensor) -> Tensor {
-        let out = op.eval_out_of_plan(tvec![input.into_tvalue()]).unwrap();
-        out.unwrap().remove(0).into_tensor()
-    }
-
-    fn ours(op: &dyn TypedOp, input: Tensor) -> Tensor {
+    /// `op`'s output for `input` (tract's operator or tipedge's).
+    fn eval(op: &dyn TypedOp, input: Tensor) -> Tensor {
         let out = op.eval_out_of_plan(tvec![input.into_tvalue()]).unwrap();
         out.unwrap().remove(0).into_tensor()
     }
@@ -310,11 +306,8 @@ mod tests {
                 .filter(|x| zero_point == 0 || (x * scale).abs() < 2e9 || x.is_nan())
                 .collect();
             let input = Tensor::from_shape(&[xs.len()], &xs).unwrap();
-            let theirs = tract(
-                Box::new(ElementWiseOp(
-                    Box::new(QuantizeLinearI8 { scale, zero_point }),
-                    None,
-                )),
+            let theirs = eval(
+                &ElementWiseOp(Box::new(QuantizeLinearI8 { scale, zero_point }), None),
                 input.clone(),
             );
             let op = |loops| QuantizeI8 {
@@ -322,8 +315,8 @@ mod tests {
                 zero_point: zero_point as i32,
                 loops,
             };
-            let portable = ours(&op(Loops::Baseline), input.clone());
-            let ours = ours(&op(Loops::detect()), input);
+            let portable = eval(&op(Loops::Baseline), input.clone());
+            let ours = eval(&op(Loops::detect()), input);
             let (theirs, ours) = (
                 theirs.try_as_plain_ram().unwrap(),
                 ours.try_as_plain_ram().unwrap(),
@@ -359,7 +352,7 @@ mod tests {
         xs.extend((0..50_000).map(|_| rng.next_u64() as i32));
         xs.extend((0..50_000).map(|_| (rng.next_u64() % 4_000_000) as i32 - 2_000_000));
         let input = Tensor::from_shape(&[xs.len()], &xs).unwrap();
-        let theirs = tract(Box::new(Cast::new(f32::datum_type())), input.clone());
+        let theirs = eval(&Cast::new(f32::datum_type()), input.clone());
         let bits = |t: &Tensor| -> Vec<u32> {
             let view = t.try_as_plain_ram().unwrap();
             view.as_slice::<f32>()
@@ -373,7 +366,7 @@ mod tests {
             loops: Loops::detect(),
         };
         // In place (the input held by the cast only), and on a copy (the input shared).
-        let ours_in_place = ours(&op, input.clone());
+        let ours_in_place = eval(&op, input.clone());
         assert_eq!(ours_in_place.datum_type(), f32::datum_type());
         assert_eq!(bits(&ours_in_place), theirs, "in place");
         let shared = input.clone().into_tvalue();
@@ -393,7 +386,7 @@ mod tests {
         let portable = CastI32F32 {
             loops: Loops::Baseline,
         };
-        assert_eq!(bits(&ours(&portable, input.clone())), theirs, "portable");
+        assert_eq!(bits(&eval(&portable, input.clone())), theirs, "portable");
         let out = portable.eval_out_of_plan(tvec![shared.clone()]).unwrap();
         let out = out.unwrap()[0].clone().into_tensor();
         assert_eq!(bits(&out), theirs, "portable, shared");

@@ -45,14 +45,30 @@ pub(super) fn pack_constant(
     node: &TypedNode,
     input: &Arc<Tensor>,
 ) -> TractResult<Option<TValue>> {
+    let Some(pack) = read_pack(model, node)? else {
+        return Ok(None);
+    };
+    let value = pack_matrix(input, pack.k_axis, pack.mn_axis, pack.formats, true);
+    Ok(value.map(|value| stored(pack.op, input, value)))
+}
+
+/// An `OptMatMulPack` node as tract's public API shows it: the op, the formats it packs into
+/// (read from its output's exotic fact) and its input's k and mn axes (from its axes mapping).
+struct Pack<'m> {
+    op: &'m OptMatMulPack,
+    formats: &'m [Box<dyn MMMInputFormat>],
+    k_axis: usize,
+    mn_axis: usize,
+}
+
+/// `node` of `model` read as a [`Pack`]; `None` for any other node.
+fn read_pack<'m>(model: &'m TypedModel, node: &'m TypedNode) -> TractResult<Option<Pack<'m>>> {
     let Some(op) = node.op_as::<OptMatMulPack>() else {
         return Ok(None);
     };
     let output = model.outlet_fact(node.id.into())?;
-    let Some(exotic) = output.exotic_fact.as_ref() else {
-        return Ok(None);
-    };
-    let Some(exotic) = exotic.downcast_ref::<DynPackedExoticFact>() else {
+    let exotic = output.exotic_fact.as_ref();
+    let Some(exotic) = exotic.and_then(|e| e.downcast_ref::<DynPackedExoticFact>()) else {
         return Ok(None);
     };
     let mapping = op.axes_mapping(&[model.outlet_fact(node.inputs[0])?], &[output])?;
@@ -61,12 +77,18 @@ pub(super) fn pack_constant(
     else {
         return Ok(None);
     };
-    // tract's `ModePicker`: one format, or one for a single column and one for several.
-    let Some(value) = pack_matrix(input, k_axis, mn_axis, &exotic.packers, true) else {
-        return Ok(None);
-    };
+    Ok(Some(Pack {
+        op,
+        formats: &exotic.packers,
+        k_axis,
+        mn_axis,
+    }))
+}
+
+/// A packed matrix as `op`'s output for `input`: tract's packed-matrix storage, one matrix.
+fn stored(op: &OptMatMulPack, input: &Tensor, value: Box<dyn MMMInputValue>) -> TValue {
     let storage = PackedMatrixStorage::new_batched(&op.output_shape(input.shape()), tvec![value]);
-    Ok(Some(storage.into_tensor(input.datum_type()).into_tvalue()))
+    storage.into_tensor(input.datum_type()).into_tvalue()
 }
 
 /// `input`, one matrix (every axis but `k_axis` and `mn_axis` 1), packed as tract's
@@ -148,30 +170,19 @@ pub(super) fn replacement(
     model: &TypedModel,
     node: &TypedNode,
 ) -> TractResult<Option<Box<dyn TypedOp>>> {
-    let Some(op) = node.op_as::<OptMatMulPack>() else {
+    let Some(pack) = read_pack(model, node)? else {
         return Ok(None);
     };
     let input = model.outlet_fact(node.inputs[0])?;
-    let output = model.outlet_fact(node.id.into())?;
-    let exotic = output.exotic_fact.as_ref();
-    let Some(exotic) = exotic.and_then(|e| e.downcast_ref::<DynPackedExoticFact>()) else {
-        return Ok(None);
-    };
-    let k4 = exotic.packers.iter().all(|f| f.is::<PackedI8K4>());
+    let k4 = pack.formats.iter().all(|f| f.is::<PackedI8K4>());
     if input.konst.is_some() || !k4 || input.datum_type.unquantized() != DatumType::I8 {
         return Ok(None);
     }
-    let mapping = op.axes_mapping(&[input], &[output])?;
-    let (k_axis, mn_axis) = (mapping.axis('K')?, mapping.axis('M')?);
-    let (Some(&k_axis), Some(&mn_axis)) = (k_axis.inputs[0].first(), mn_axis.inputs[0].first())
-    else {
-        return Ok(None);
-    };
     Ok(Some(Box::new(PackI8K4 {
-        formats: exotic.packers.clone(),
-        k_axis,
-        mn_axis,
-        tracts: op.clone(),
+        formats: pack.formats.to_vec(),
+        k_axis: pack.k_axis,
+        mn_axis: pack.mn_axis,
+        tracts: pack.op.clone(),
     })))
 }
 
@@ -204,11 +215,7 @@ impl EvalOp for PackI8K4 {
     fn eval(&self, ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = &inputs[0];
         match pack_matrix(input, self.k_axis, self.mn_axis, &self.formats, false) {
-            Some(value) => {
-                let shape = self.tracts.output_shape(input.shape());
-                let storage = PackedMatrixStorage::new_batched(&shape, tvec![value]);
-                Ok(tvec!(storage.into_tensor(input.datum_type()).into_tvalue()))
-            }
+            Some(value) => Ok(tvec!(stored(&self.tracts, input, value))),
             None => self.tracts.eval(ctx, inputs),
         }
     }
@@ -355,7 +362,11 @@ fn interleave_k4(matrix: &Matrix, r: usize, dst: &mut [u8]) {
     if matrix.mn_stride == 1 {
         // `[k, n]`: four source rows at a time (a row past `k` reads as zeros), sixteen lanes at
         // a time interleaved into four groups of four lanes, each group to its panel.
-        let zeros = vec![0u8; mn];
+        let zeros = if k % 4 == 0 {
+            Vec::new()
+        } else {
+            vec![0u8; mn]
+        };
         let row = |kk: usize| match kk < k {
             true => &matrix.bytes[kk * matrix.k_stride..][..mn],
             false => &zeros[..],
@@ -393,8 +404,10 @@ fn interleave_k4(matrix: &Matrix, r: usize, dst: &mut [u8]) {
         for (p, panel) in dst.chunks_exact_mut(panel_bytes).enumerate() {
             let lanes = r.min(mn - p * r);
             let line = |x: usize| &matrix.bytes[(p * r + x) * matrix.mn_stride..][..k];
-            if lanes < r || rest > 0 {
+            if lanes < r {
                 panel.fill(0);
+            } else if rest > 0 {
+                panel[whole * 4 * r..].fill(0);
             }
             let (simd_lanes, simd_blocks) = (lanes / 4 * 4, whole / 4 * 4);
             for x in (0..simd_lanes).step_by(4) {
