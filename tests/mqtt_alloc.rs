@@ -29,6 +29,9 @@ fn publish_counting(publisher: &MqttPublisher, payloads: Vec<Vec<u8>>) -> (u64, 
 
 #[test]
 fn publish_does_not_allocate() {
+    if !common::needs("mosquitto", "publish_does_not_allocate") {
+        return;
+    }
     let dir = TempDir::new("alloc");
     let port = free_port();
     let target: MqttTarget = format!("mqtt://127.0.0.1:{port}/tipedge/alloc")

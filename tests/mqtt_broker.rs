@@ -46,6 +46,9 @@ fn seq_of(payload: &[u8]) -> u64 {
 /// Requirement 1: Every message arrives, in order, byte-identical; published == sent, nothing dropped.
 #[test]
 fn happy_path_delivers_everything_in_order() {
+    if !common::needs("mosquitto", "happy_path_delivers_everything_in_order") {
+        return;
+    }
     let dir = TempDir::new("happy");
     let port = free_port();
     let broker = Broker::start(port, dir.path(), false);
@@ -120,6 +123,9 @@ fn happy_path_delivers_everything_in_order() {
 /// counted, a note says why; once a broker listens, the queued messages and new ones flow.
 #[test]
 fn unreachable_at_start_then_broker_appears() {
+    if !common::needs("mosquitto", "unreachable_at_start_then_broker_appears") {
+        return;
+    }
     let dir = TempDir::new("late");
     let topic = "tipedge/late";
 
@@ -263,6 +269,9 @@ fn unreachable_at_start_then_broker_appears() {
 /// duplicates are counted separately, missing messages must be zero.
 #[test]
 fn broker_restart_mid_run_loses_nothing_accepted() {
+    if !common::needs("mosquitto", "broker_restart_mid_run_loses_nothing_accepted") {
+        return;
+    }
     let dir = TempDir::new("restart");
     let topic = "tipedge/restart";
     let port = free_port();
@@ -439,6 +448,12 @@ fn close_is_bounded_without_broker() {
 /// duplicates, never as gaps.
 #[test]
 fn broker_stop_during_burst_resends_unacknowledged() {
+    if !common::needs(
+        "mosquitto",
+        "broker_stop_during_burst_resends_unacknowledged",
+    ) {
+        return;
+    }
     let dir = TempDir::new("burst");
     let topic = "tipedge/burst";
     let port = free_port();
@@ -506,6 +521,9 @@ fn broker_stop_during_burst_resends_unacknowledged() {
 /// connection is up, nothing is acknowledged, nothing fails.
 #[test]
 fn close_is_bounded_with_frozen_broker() {
+    if !common::needs("mosquitto", "close_is_bounded_with_frozen_broker") {
+        return;
+    }
     let dir = TempDir::new("frozen");
     let port = free_port();
     let broker = Broker::start(port, dir.path(), false);

@@ -161,3 +161,5 @@ impl Drained {
         }
     }
 }
+
+include!("tools.rs");
