@@ -46,7 +46,7 @@ fn seq_of(payload: &[u8]) -> u64 {
 /// Requirement 1: Every message arrives, in order, byte-identical; published == sent, nothing dropped.
 #[test]
 fn happy_path_delivers_everything_in_order() {
-    if !common::needs("mosquitto", "happy_path_delivers_everything_in_order") {
+    if !common::needs("mosquitto") {
         return;
     }
     let dir = TempDir::new("happy");
@@ -123,7 +123,7 @@ fn happy_path_delivers_everything_in_order() {
 /// counted, a note says why; once a broker listens, the queued messages and new ones flow.
 #[test]
 fn unreachable_at_start_then_broker_appears() {
-    if !common::needs("mosquitto", "unreachable_at_start_then_broker_appears") {
+    if !common::needs("mosquitto") {
         return;
     }
     let dir = TempDir::new("late");
@@ -269,7 +269,7 @@ fn unreachable_at_start_then_broker_appears() {
 /// duplicates are counted separately, missing messages must be zero.
 #[test]
 fn broker_restart_mid_run_loses_nothing_accepted() {
-    if !common::needs("mosquitto", "broker_restart_mid_run_loses_nothing_accepted") {
+    if !common::needs("mosquitto") {
         return;
     }
     let dir = TempDir::new("restart");
@@ -448,10 +448,7 @@ fn close_is_bounded_without_broker() {
 /// duplicates, never as gaps.
 #[test]
 fn broker_stop_during_burst_resends_unacknowledged() {
-    if !common::needs(
-        "mosquitto",
-        "broker_stop_during_burst_resends_unacknowledged",
-    ) {
+    if !common::needs("mosquitto") {
         return;
     }
     let dir = TempDir::new("burst");
@@ -521,7 +518,7 @@ fn broker_stop_during_burst_resends_unacknowledged() {
 /// connection is up, nothing is acknowledged, nothing fails.
 #[test]
 fn close_is_bounded_with_frozen_broker() {
-    if !common::needs("mosquitto", "close_is_bounded_with_frozen_broker") {
+    if !common::needs("mosquitto") {
         return;
     }
     let dir = TempDir::new("frozen");

@@ -173,10 +173,7 @@ fn live(pack: &Path, source: &[&str], format: &str, size: &str) -> (Child, Child
 /// are ffmpeg's JPEG decoder and the RGB → YUV → RGB round trip at 4:2:0 / 4:2:2).
 #[test]
 fn raw_frames_agree_with_classify_on_the_same_pictures() {
-    if !common::needs(
-        "ffmpeg",
-        "raw_frames_agree_with_classify_on_the_same_pictures",
-    ) {
+    if !common::needs("ffmpeg") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -242,7 +239,7 @@ fn raw_frames_agree_with_classify_on_the_same_pictures() {
 /// line each, the exit code is 1 and the stream reaches its end.
 #[test]
 fn mjpeg_with_garbage_and_a_cut_frame_goes_on() {
-    if !common::needs("ffmpeg", "mjpeg_with_garbage_and_a_cut_frame_goes_on") {
+    if !common::needs("ffmpeg") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -293,10 +290,7 @@ fn mjpeg_with_garbage_and_a_cut_frame_goes_on() {
 /// CI machine), where a queue of every frame would have grown to about 8 s by the end.
 #[test]
 fn a_slow_classifier_drops_stale_frames_and_latency_stays_bounded() {
-    if !common::needs(
-        "ffmpeg",
-        "a_slow_classifier_drops_stale_frames_and_latency_stays_bounded",
-    ) {
+    if !common::needs("ffmpeg") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -375,7 +369,7 @@ fn a_slow_classifier_drops_stale_frames_and_latency_stays_bounded() {
 /// at frame 16 (the second), not for the flicker.
 #[test]
 fn events_only_when_the_class_changes_and_holds() {
-    if !common::needs("ffmpeg", "events_only_when_the_class_changes_and_holds") {
+    if !common::needs("ffmpeg") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -466,7 +460,7 @@ fn bad_stream_arguments_are_one_line() {
 /// in flight, with the summary, within a bounded time.
 #[test]
 fn sigint_finishes_the_frame_and_prints_the_summary() {
-    if !common::needs("ffmpeg", "sigint_finishes_the_frame_and_prints_the_summary") {
+    if !common::needs("ffmpeg") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -509,13 +503,7 @@ mod mqtt_util;
 /// says so on one line, and counts what it could not deliver.
 #[test]
 fn mqtt_publishes_every_prediction_and_survives_a_missing_broker() {
-    if !common::needs(
-        "ffmpeg",
-        "mqtt_publishes_every_prediction_and_survives_a_missing_broker",
-    ) || !common::needs(
-        "mosquitto",
-        "mqtt_publishes_every_prediction_and_survives_a_missing_broker",
-    ) {
+    if !common::needs("ffmpeg") || !common::needs("mosquitto") {
         return;
     }
     use mqtt_util::{free_port, Broker, Subscriber, TempDir};
@@ -678,10 +666,7 @@ fn watched_folder_classifies_each_complete_file_once() {
 /// around it are classified.
 #[test]
 fn a_jpeg_bomb_in_the_stream_is_refused_and_the_stream_goes_on() {
-    if !common::needs(
-        "ffmpeg",
-        "a_jpeg_bomb_in_the_stream_is_refused_and_the_stream_goes_on",
-    ) {
+    if !common::needs("ffmpeg") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
